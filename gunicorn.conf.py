@@ -1,0 +1,52 @@
+"""gunicorn settings for Orb.
+
+Values come from the environment through `orb_app.config`; a bad value
+stops here, before any socket is bound. Hooks call into `orb_app.server`.
+"""
+
+from orb_app import server
+
+settings = server.settings_or_exit()
+
+# Socket
+bind = f"0.0.0.0:{settings.api_port}"
+backlog = 2048
+
+# Workers: threads serve requests; a long transfer holds one thread only.
+worker_class = "gthread"
+workers = settings.workers
+threads = settings.threads
+worker_connections = 1000
+max_requests = 0
+
+# Timeouts: `timeout` is the worker heartbeat, not a per-request limit, so a
+# multi-gigabyte upload may take as long as it needs.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+
+# Requests
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Logging: everything goes through the handlers set up in on_starting.
+logger_class = "orb_app.server.GunicornLogger"
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+loglevel = settings.log_level.lower()
+
+# Process
+proc_name = f"orb:{settings.node_key}"
+control_socket_disable = True
+sendfile = True
+
+
+def on_starting(arbiter):
+    """Set up logging, migrate, clean up and start the Leader registrar."""
+    server.on_starting(settings)
+
+
+def on_exit(arbiter):
+    """Stop the Leader registrar."""
+    server.on_exit()

@@ -1,0 +1,207 @@
+"""Changes to file records and blobs, each in one database transaction.
+
+A blob's row and its file on disk change together under a per-blob lock,
+so an upload and a delete of the same bytes can never leave a record that
+points at a missing blob, or a blob with no record.
+"""
+
+import logging
+import uuid
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import delete
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy import text
+from sqlalchemy import tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from . import events
+from .extensions import db
+from .labels import clean_name
+from .labels import merge_metadata
+from .models import Blob
+from .models import FileRecord
+from .models import utcnow
+from .problems import Problem
+from .storage import BlobStore
+from .uploads import Upload
+
+log = logging.getLogger(__name__)
+
+
+def blob_store() -> BlobStore:
+    """Return the blob store of the current app."""
+    return current_app.extensions["orb.store"]
+
+
+def lock_blob(sha256: str) -> None:
+    """Hold a transaction-long lock on one blob's sha256 (PostgreSQL)."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+
+    key = int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)
+    db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def add_file(upload: Upload) -> FileRecord:
+    """Publish an upload's blob and record it, or leave nothing behind."""
+    store = blob_store()
+    session = db.session
+    created_blob = False
+    published = False
+    try:
+        lock_blob(upload.sha256)
+        created_blob = _insert_blob(upload.sha256, upload.size)
+        if created_blob or not store.exists(upload.sha256):
+            store.publish(upload.pending, upload.sha256)
+            published = True
+        else:
+            upload.pending.discard()
+
+        now = utcnow()
+        record = FileRecord(
+            id=uuid.uuid4(),
+            name=upload.name,
+            size=upload.size,
+            content_type=upload.content_type,
+            sha256=upload.sha256,
+            meta=upload.metadata,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(record)
+        session.flush()
+        events.record("FileOp_new", record)
+        session.commit()
+    except BaseException:
+        if created_blob and published:
+            store.remove(upload.sha256)
+        upload.pending.discard()
+        session.rollback()
+        raise
+
+    log.info(
+        "Stored file %s sha256=%s size=%d%s",
+        record.id,
+        record.sha256,
+        record.size,
+        "" if created_blob else " (existing blob)",
+    )
+    return record
+
+
+def _insert_blob(sha256: str, size: int) -> bool:
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(Blob)
+        .values(sha256=sha256, size=size, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    return db.session.execute(statement).rowcount == 1
+
+
+def get_file(file_id: uuid.UUID, for_update: bool = False) -> FileRecord:
+    """Return one record or raise 404 `file_not_found`."""
+    query = select(FileRecord).where(FileRecord.id == file_id)
+    if for_update:
+        query = query.with_for_update()
+
+    record = db.session.scalars(query).first()
+    if record is None:
+        raise Problem(404, "file_not_found", f"No file has id {file_id}.")
+
+    return record
+
+
+def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
+    """Rename or relabel a file from a validated merge-patch object."""
+    try:
+        record = get_file(file_id, for_update=True)
+        if "name" in patch:
+            record.name = clean_name(patch["name"])
+
+        if "metadata" in patch:
+            record.meta = merge_metadata(record.meta or {}, patch["metadata"])
+
+        record.updated_at = max(utcnow(), record.updated_at)
+        db.session.flush()
+        events.record("FileOp_update", record)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+    log.info("Updated file %s", record.id)
+    return record
+
+
+def delete_file(file_id: uuid.UUID) -> None:
+    """Delete a record, and its blob when no other record uses it."""
+    store = blob_store()
+    session = db.session
+    withdrawn = None
+    try:
+        record = get_file(file_id, for_update=True)
+        sha256 = record.sha256
+        lock_blob(sha256)
+        events.record("FileOp_delete", record)
+        session.delete(record)
+        session.flush()
+        if not _blob_in_use(sha256):
+            session.execute(delete(Blob).where(Blob.sha256 == sha256))
+            withdrawn = store.withdraw(sha256)
+
+        session.commit()
+    except BaseException:
+        if withdrawn:
+            store.restore(withdrawn, sha256)
+        session.rollback()
+        raise
+
+    if withdrawn:
+        store.purge(withdrawn)
+
+    log.info(
+        "Deleted file %s%s", file_id, f" and blob {sha256}" if withdrawn else ""
+    )
+
+
+def _blob_in_use(sha256: str) -> bool:
+    query = select(func.count()).where(FileRecord.sha256 == sha256)
+    return db.session.scalar(query) > 0
+
+
+def list_files(
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+    prefix: str | None,
+    sha256: str | None,
+    content_type: str | None,
+) -> list[FileRecord]:
+    """Return up to `limit` records, newest first, after a keyset position."""
+    query = select(FileRecord)
+    if prefix:
+        escaped = (
+            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        )
+        query = query.where(FileRecord.name.like(f"{escaped}%", escape="\\"))
+
+    if sha256:
+        query = query.where(FileRecord.sha256 == sha256)
+
+    if content_type:
+        query = query.where(FileRecord.content_type == content_type)
+
+    if after is not None:
+        query = query.where(
+            tuple_(FileRecord.created_at, FileRecord.id) < after
+        )
+
+    query = query.order_by(
+        FileRecord.created_at.desc(), FileRecord.id.desc()
+    ).limit(limit)
+    return list(db.session.scalars(query))

@@ -1,0 +1,108 @@
+"""Database records: file records and the content blobs they point to."""
+
+import uuid
+from datetime import datetime
+from datetime import timezone
+
+from sqlalchemy import JSON
+from sqlalchemy import BigInteger
+from sqlalchemy import DateTime
+from sqlalchemy import ForeignKey
+from sqlalchemy import Index
+from sqlalchemy import String
+from sqlalchemy import TypeDecorator
+from sqlalchemy import Uuid
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+
+        return value.astimezone(timezone.utc)
+
+
+class Blob(db.Model):
+    """Stored bytes, once per distinct sha256."""
+
+    __tablename__ = "orb_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class FileRecord(db.Model):
+    """A named, labelled file whose bytes live in a `Blob`."""
+
+    __tablename__ = "orb_files"
+    __table_args__ = (
+        Index("ix_orb_files_created_id", "created_at", "id"),
+        Index(
+            "ix_orb_files_name",
+            "name",
+            postgresql_ops={"name": "text_pattern_ops"},
+        ),
+        Index("ix_orb_files_sha256", "sha256"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, default=uuid.uuid4
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("orb_blobs.sha256")
+    )
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    def to_json(self) -> dict:
+        """Return the record as API.md describes it."""
+        location = f"/api/v1/files/{self.id}"
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "size": self.size,
+            "content_type": self.content_type,
+            "sha256": self.sha256,
+            "metadata": dict(self.meta or {}),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "links": {"self": location, "content": f"{location}/content"},
+        }
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with a Z suffix."""
+    text = moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z")

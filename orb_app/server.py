@@ -1,0 +1,172 @@
+"""What the gunicorn master does for Orb: the bodies of its hooks.
+
+The master sets up logging once, prepares the database (in a child
+process, so that no database connection is ever inherited by a worker),
+and runs the Leader registrar thread, which no forked worker inherits.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from gunicorn import glogging
+
+from .config import PROJECT_ROOT
+from .config import ConfigError
+from .config import Settings
+from .config import load_settings
+from .leader import LeaderRegistrar
+from .logging_setup import setup_logging
+from .status import STARTED_AT_VARIABLE
+
+log = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT_S = 300
+PREPARE_RETRY_S = 10
+
+_registrar: LeaderRegistrar | None = None
+_stopping = threading.Event()
+
+
+def settings_or_exit() -> Settings:
+    """Load the settings, or stop with one line naming the bad variable."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        sys.stderr.write(f"orb: configuration error: {error}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
+
+
+def on_starting(settings: Settings) -> None:
+    """Set up logging, prepare the database and start the registrar."""
+    global _registrar
+
+    setup_logging(settings)
+    os.environ[STARTED_AT_VARIABLE] = str(time.time())
+    log.info(
+        "Starting Orb on port %d (%s, storage %s)",
+        settings.api_port,
+        settings.db_backend,
+        settings.storage_dir,
+    )
+    if not prepare_database():
+        threading.Thread(
+            target=_retry_prepare, name="orb-prepare-retry", daemon=True
+        ).start()
+
+    _registrar = LeaderRegistrar(settings)
+    _registrar.start()
+    if settings.leader_required and settings.leader_url:
+        wait_for_registration(_registrar, settings)
+
+
+def on_exit() -> None:
+    """Stop the registrar and background jobs of the master."""
+    _stopping.set()
+    if _registrar is not None:
+        _registrar.stop()
+
+    log.info("Orb stopped")
+
+
+def prepare_database() -> bool:
+    """Run `flask orb prepare` (migrate, clean up) in a child; report success."""
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "orb", "prepare"]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=PREPARE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        log.error("Database preparation timed out after %ds", PREPARE_TIMEOUT_S)
+        return False
+
+    if result.returncode != 0:
+        log.error("Database preparation failed: %s", _failure_line(result))
+        return False
+
+    log.info("Database is at the newest migration")
+    return True
+
+
+def _failure_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    errors = [line for line in lines if "Error" in line and "sqlalche.me" not in line]
+    if errors:
+        return errors[-1].strip()[:300]
+
+    return f"exit status {result.returncode}"
+
+
+def _retry_prepare() -> None:
+    while not _stopping.wait(PREPARE_RETRY_S):
+        if prepare_database():
+            return
+
+
+def wait_for_registration(registrar: LeaderRegistrar, settings: Settings) -> None:
+    """Hold start-up until the Leader registers this node, or exit."""
+    received: list[int] = []
+
+    def interrupt(signum, frame) -> None:
+        received.append(signum)
+
+    previous = {
+        signum: signal.signal(signum, interrupt)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    log.info("ORB_LEADER_REQUIRED is set: waiting for Leader registration")
+    deadline = time.monotonic() + settings.leader_wait_timeout
+    try:
+        while not registrar.wait_registered(0.2):
+            if received:
+                _abort_start(
+                    registrar,
+                    f"{signal.Signals(received[0]).name} received while "
+                    "waiting for Leader registration",
+                )
+
+            if time.monotonic() > deadline:
+                _abort_start(
+                    registrar,
+                    "no Leader registration within "
+                    f"{settings.leader_wait_timeout:g}s",
+                )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _abort_start(registrar: LeaderRegistrar, reason: str) -> None:
+    registrar.stop()
+    log.error("Orb start-up aborted: %s", reason)
+    raise SystemExit(1)
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's error and access logs, handed to Orb's root handlers."""
+
+    def setup(self, cfg) -> None:
+        self.cfg = cfg
+        self._access_log_enabled = True
+        self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO)
+        self.error_log.setLevel(self.loglevel)
+        self.access_log.setLevel(logging.INFO)
+        for logger in (self.error_log, self.access_log):
+            logger.propagate = True
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+
+    def reopen_files(self) -> None:
+        """Leave reopening to the rotating handler."""
+
+    def close_on_exec(self) -> None:
+        """Leave descriptors to the handlers that own them."""

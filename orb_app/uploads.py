@@ -1,0 +1,395 @@
+"""Receive an upload: stream the body to a pending blob while hashing.
+
+Two body forms arrive at `POST /api/v1/files`: `multipart/form-data` with
+one `file` part, or a raw body. Both are read from the WSGI input in large
+blocks, never held whole in memory, and end as an `Upload` whose bytes are
+on disk (fsynced) but not yet published or recorded.
+"""
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from dataclasses import field
+
+from flask import Request
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data
+from werkzeug.sansio.multipart import Epilogue
+from werkzeug.sansio.multipart import Field
+from werkzeug.sansio.multipart import File
+from werkzeug.sansio.multipart import MultipartDecoder
+from werkzeug.sansio.multipart import NeedData
+
+from .labels import check_meta_entry
+from .labels import check_metadata
+from .labels import clean_name
+from .problems import Problem
+from .storage import CHUNK_SIZE
+from .storage import BlobStore
+from .storage import PendingBlob
+
+META_HEADER_PREFIX = "X-Orb-Meta-"
+MULTIPART_OVERHEAD = 64 * 1024
+MAX_FORM_FIELD_BYTES = 96 * 1024
+MAX_PARTS = 16
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+_HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTENT_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([^:]*):")
+
+
+@dataclass
+class Upload:
+    """A received upload, its bytes in a pending blob."""
+
+    name: str
+    content_type: str
+    metadata: dict[str, str]
+    pending: PendingBlob
+    sha256: str = ""
+    size: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class BodyReader:
+    """Read a request body in blocks, enforcing length and size limits."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self.stream = request.environ["wsgi.input"]
+        self.expected = request.content_length
+        self.limit = limit
+        self.received = 0
+        self.chunked = "chunked" in request.headers.get(
+            "Transfer-Encoding", ""
+        ).lower()
+
+    def check_framing(self) -> None:
+        """Refuse a body without a length, or one announced too large."""
+        if self.expected is None and not self.chunked:
+            raise Problem(
+                411,
+                "length_required",
+                "Send a Content-Length or use chunked transfer encoding.",
+            )
+
+        if self.expected is not None and self.expected > self.limit:
+            raise _too_large(self.limit)
+
+    def read(self) -> bytes:
+        """Return the next block of the body, b"" at its end."""
+        try:
+            block = self.stream.read(CHUNK_SIZE)
+        except Exception:
+            raise Problem(
+                400,
+                "incomplete_body",
+                "The request body ended early or was malformed.",
+            ) from None
+
+        self.received += len(block)
+        if self.received > self.limit:
+            raise _too_large(self.limit)
+
+        if not block and self.expected and self.received < self.expected:
+            raise Problem(
+                400,
+                "incomplete_body",
+                "The request body ended before its Content-Length.",
+            )
+
+        return block
+
+
+def receive_upload(request: Request, store: BlobStore, limit: int) -> Upload:
+    """Read the upload in `request` into a pending blob and check it."""
+    expected = expected_sha256(request)
+    header_meta = metadata_from_headers(request)
+    mimetype, options = parse_options_header(
+        request.headers.get("Content-Type", "")
+    )
+    if mimetype == "multipart/form-data":
+        reader = BodyReader(request, limit + MULTIPART_OVERHEAD)
+        reader.check_framing()
+        upload = _receive_multipart(reader, options, store, limit)
+    else:
+        name = name_from_request(request)
+        reader = BodyReader(request, limit)
+        reader.check_framing()
+        upload = Upload(
+            name=name,
+            content_type=clean_content_type(
+                request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+            ),
+            metadata={},
+            pending=store.begin(),
+        )
+        _copy_raw(reader, upload.pending)
+
+    try:
+        upload.metadata = check_metadata({**upload.metadata, **header_meta})
+        upload.size = upload.pending.size
+        upload.sha256 = upload.pending.finish()
+        if expected and expected != upload.sha256:
+            raise Problem(
+                400,
+                "digest_mismatch",
+                "The body does not match the digest sent with it.",
+            )
+    except BaseException:
+        upload.pending.discard()
+        raise
+
+    return upload
+
+
+def _copy_raw(reader: BodyReader, pending: PendingBlob) -> None:
+    try:
+        while block := reader.read():
+            pending.write(block)
+    except BaseException:
+        pending.discard()
+        raise
+
+
+def _receive_multipart(
+    reader: BodyReader, options: dict, store: BlobStore, limit: int
+) -> Upload:
+    boundary = options.get("boundary", "").encode("latin-1", "replace")
+    if not boundary or len(boundary) > 200:
+        raise Problem(
+            400, "invalid_multipart", "The multipart boundary is missing."
+        )
+
+    parser = _MultipartUpload(boundary, store, limit)
+    try:
+        parser.run(reader)
+    except BaseException:
+        parser.discard()
+        raise
+
+    return parser.result()
+
+
+class _MultipartUpload:
+    """Walk multipart events, streaming the `file` part to a blob."""
+
+    def __init__(self, boundary: bytes, store: BlobStore, limit: int) -> None:
+        self.decoder = MultipartDecoder(
+            boundary, MAX_FORM_FIELD_BYTES + CHUNK_SIZE, max_parts=MAX_PARTS
+        )
+        self.store = store
+        self.limit = limit
+        self.upload: Upload | None = None
+        self.files_seen = 0
+        self.target: str | None = None
+        self.field_data = bytearray()
+        self.metadata: dict[str, str] = {}
+
+    def run(self, reader: BodyReader) -> None:
+        finished = False
+        while not finished:
+            block = reader.read()
+            try:
+                self.decoder.receive_data(block or None)
+                finished = self._drain()
+            except ValueError:
+                raise Problem(
+                    400, "invalid_multipart", "The multipart body is malformed."
+                ) from None
+            except Exception as error:
+                if isinstance(error, Problem):
+                    raise
+                raise Problem(
+                    400, "invalid_multipart", "The multipart body is malformed."
+                ) from None
+
+            if not block and not finished:
+                raise Problem(
+                    400, "invalid_multipart", "The multipart body is incomplete."
+                )
+
+    def _drain(self) -> bool:
+        while True:
+            event = self.decoder.next_event()
+            if isinstance(event, NeedData):
+                return False
+
+            if isinstance(event, Epilogue):
+                return True
+
+            if isinstance(event, File):
+                self._start_file(event)
+            elif isinstance(event, Field):
+                self._start_field(event.name)
+            elif isinstance(event, Data):
+                self._take_data(event)
+
+    def _start_file(self, event: File) -> None:
+        if event.name != "file":
+            self.target = None
+            return
+
+        self.files_seen += 1
+        if self.files_seen > 1:
+            raise Problem(
+                400, "invalid_multipart", "Send exactly one part named file."
+            )
+
+        content_type = event.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+        self.upload = Upload(
+            name=clean_name(event.filename),
+            content_type=clean_content_type(content_type),
+            metadata={},
+            pending=self.store.begin(),
+        )
+        self.target = "file"
+
+    def _start_field(self, name: str) -> None:
+        if name == "file":
+            raise Problem(
+                400,
+                "invalid_multipart",
+                "The file part needs a filename in its Content-Disposition.",
+            )
+
+        self.target = "metadata" if name == "metadata" else None
+        self.field_data.clear()
+
+    def _take_data(self, event: Data) -> None:
+        if self.target == "file":
+            pending = self.upload.pending
+            if pending.size + len(event.data) > self.limit:
+                raise _too_large(self.limit)
+
+            pending.write(event.data)
+        elif self.target == "metadata":
+            self.field_data.extend(event.data)
+            if len(self.field_data) > MAX_FORM_FIELD_BYTES:
+                raise Problem(
+                    400, "invalid_metadata", "The metadata field is too large."
+                )
+
+            if not event.more_data:
+                self.metadata = _parse_metadata_field(bytes(self.field_data))
+
+    def result(self) -> Upload:
+        if self.upload is None:
+            raise Problem(
+                400, "invalid_multipart", "Send exactly one part named file."
+            )
+
+        self.upload.metadata = self.metadata
+        return self.upload
+
+    def discard(self) -> None:
+        if self.upload is not None:
+            self.upload.pending.discard()
+
+
+def _parse_metadata_field(raw: bytes) -> dict[str, str]:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise Problem(
+            400, "invalid_metadata", "The metadata field is not valid JSON."
+        ) from None
+
+    return check_metadata(value)
+
+
+def name_from_request(request: Request) -> str:
+    """Return the file name of a raw upload from the query or headers."""
+    if "name" in request.args:
+        return clean_name(request.args["name"])
+
+    disposition = request.headers.get("Content-Disposition", "")
+    if disposition:
+        _, options = parse_options_header(disposition)
+        if "filename" in options:
+            return clean_name(options["filename"])
+
+    raise Problem(
+        400,
+        "invalid_name",
+        "Name the file with ?name= or a Content-Disposition filename.",
+    )
+
+
+def clean_content_type(value: str) -> str:
+    """Return a stored content type, or raise 400 on a hostile one."""
+    value = value.strip()
+    if len(value) > 255 or not value.isprintable() or "/" not in value:
+        raise Problem(
+            400, "invalid_content_type", "The content type is not valid."
+        )
+
+    return value
+
+
+def metadata_from_headers(request: Request) -> dict[str, str]:
+    """Collect `X-Orb-Meta-<key>` headers; keys arrive lowercased."""
+    meta: dict[str, str] = {}
+    for name, value in request.headers.items():
+        if not name.lower().startswith(META_HEADER_PREFIX.lower()):
+            continue
+
+        key = name[len(META_HEADER_PREFIX):].lower()
+        text = _header_text(value)
+        check_meta_entry(key, text)
+        meta[key] = text
+
+    return meta
+
+
+def expected_sha256(request: Request) -> str:
+    """Return the sha256 a client announced for its body, or ""."""
+    announced = set()
+    hex_value = request.headers.get("X-Orb-SHA256", "").strip()
+    if hex_value:
+        if not _HEX_SHA256.match(hex_value):
+            raise Problem(
+                400,
+                "invalid_digest",
+                "X-Orb-SHA256 must be 64 hexadecimal characters.",
+            )
+        announced.add(hex_value.lower())
+
+    content_digest = request.headers.get("Content-Digest", "")
+    match = _CONTENT_DIGEST_SHA256.search(content_digest)
+    if match:
+        try:
+            raw = base64.b64decode(match.group(1), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+
+        if len(raw) != 32:
+            raise Problem(
+                400,
+                "invalid_digest",
+                "Content-Digest sha-256 must be 32 bytes in base64.",
+            )
+        announced.add(raw.hex())
+
+    if len(announced) > 1:
+        raise Problem(
+            400,
+            "digest_mismatch",
+            "X-Orb-SHA256 and Content-Digest disagree.",
+        )
+
+    return announced.pop() if announced else ""
+
+
+def _header_text(value: str) -> str:
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(
+        413, "too_large", f"The upload exceeds the limit of {limit} bytes."
+    )
