@@ -13,9 +13,9 @@ been sent. Files, blobs, stored bytes, the Leader and Signaling figures are
 read at scrape time from the database and the registrar's state file.
 """
 
-import functools
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +42,8 @@ ROUTE_KEY = "orb.route"
 STARTED_KEY = "orb.started"
 INPUT_KEY = "orb.input"
 UNMATCHED_ROUTE = "unmatched"
+_instruments_lock = threading.Lock()
+_instruments_made: dict = {}
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0, 1800.0,
@@ -121,8 +123,20 @@ def init_app(app) -> None:
     app.wsgi_app = MetricsMiddleware(app.wsgi_app)
 
 
-@functools.cache
+def init_worker() -> None:
+    """Create this worker's instruments before it serves a request."""
+    _instruments()
+
+
 def _instruments() -> dict:
+    with _instruments_lock:
+        if not _instruments_made:
+            _instruments_made.update(_make_instruments())
+
+        return _instruments_made
+
+
+def _make_instruments() -> dict:
     from prometheus_client import Counter
     from prometheus_client import Histogram
 
@@ -181,10 +195,9 @@ def show_metrics() -> Response:
 
     _instruments()
     registry = CollectorRegistry()
-    if os.environ.get(MULTIPROC_VARIABLE):
-        from prometheus_client import multiprocess
-
-        multiprocess.MultiProcessCollector(registry)
+    directory = os.environ.get(MULTIPROC_VARIABLE)
+    if directory:
+        registry.register(_WorkerFiles(Path(directory)))
     else:
         registry.register(_Families(_process_families))
 
@@ -196,6 +209,31 @@ def _process_families() -> list:
     from prometheus_client import REGISTRY
 
     return list(REGISTRY.collect())
+
+
+class _WorkerFiles:
+    """Merge the samples every worker wrote to its files.
+
+    Like prometheus-client's MultiProcessCollector, except that a file a
+    worker has only just created (still empty) is skipped rather than
+    failing the whole scrape.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for path in self.directory.glob("*.db"):
+            try:
+                if path.stat().st_size > 0:
+                    files.append(str(path))
+            except FileNotFoundError:
+                continue
+
+        return MultiProcessCollector.merge(files, accumulate=True)
 
 
 class _Families:

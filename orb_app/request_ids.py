@@ -14,6 +14,7 @@ import uuid
 
 HEADER = "X-Request-ID"
 ENVIRON_KEY = "orb.request_id"
+ACCESS_ATOM = "{x-request-id}o"
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _current: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -61,10 +62,20 @@ class RequestIdMiddleware:
 
 
 class RequestIdFilter(logging.Filter):
-    """Put the current request id on each record as `request_id`."""
+    """Put the request id on each record as `request_id`.
+
+    gunicorn writes its access line after the request has left the
+    application, so for those records the id is taken from the line's
+    response-header atoms instead.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = _current.get()
+        if hasattr(record, "request_id"):
+            return True
 
+        request_id = _current.get()
+        if record.name == "gunicorn.access" and isinstance(record.args, dict):
+            request_id = record.args.get(ACCESS_ATOM, request_id)
+
+        record.request_id = request_id
         return True

@@ -78,7 +78,8 @@ def on_exit() -> None:
 
 
 def post_worker_init(settings: Settings) -> None:
-    """Arm the worker's abort of transfers left at shutdown."""
+    """Create the worker's metrics and arm its abort at shutdown."""
+    metrics.init_worker()
     shutdown.install(settings.graceful_timeout)
 
 
