@@ -88,6 +88,13 @@ else
   user_args=(--user "$(id -u):$(id -g)")
 fi
 
+# docker stop waits this long before SIGKILL: the grace period and a margin.
+grace=${ORB_GRACEFUL_TIMEOUT:-30}
+if [[ ! $grace =~ ^[0-9]{1,6}$ ]]; then
+  grace=30
+fi
+stop_timeout=$((10#$grace + 10))
+
 env_args=()
 for variable in "${variables[@]}"; do
   if [ -n "${!variable+set}" ]; then
@@ -98,7 +105,7 @@ done
 docker run -d \
   --name "$name" \
   --restart unless-stopped \
-  --stop-timeout "$(( ${ORB_GRACEFUL_TIMEOUT:-30} + 10 ))" \
+  --stop-timeout "$stop_timeout" \
   -p "$host_port:8080" \
   -v "$data_dir:/opt/lunaricorn/orb/data" \
   -v "$storage_dir:/opt/lunaricorn/orb/file_storage" \
