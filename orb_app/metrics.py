@@ -42,6 +42,7 @@ ROUTE_KEY = "orb.route"
 STARTED_KEY = "orb.started"
 INPUT_KEY = "orb.input"
 UNMATCHED_ROUTE = "unmatched"
+UPLOAD_ROUTE = "/api/v1/files"
 _instruments_lock = threading.Lock()
 _instruments_made: dict = {}
 DURATION_BUCKETS = (
@@ -154,7 +155,7 @@ def _make_instruments() -> dict:
         ),
         "uploaded": Counter(
             "orb_uploaded_bytes",
-            "Bytes of request bodies read (uploads)",
+            "Bytes of upload bodies received",
         ),
         "downloaded": Counter(
             "orb_downloaded_bytes",
@@ -179,7 +180,7 @@ def observe_request(environ: dict, status_code: int | None, sent: int) -> None:
         time.monotonic() - started
     )
     counted = environ.get(INPUT_KEY)
-    if counted is not None and counted.count:
+    if route == UPLOAD_ROUTE and method == "POST" and counted is not None:
         instruments["uploaded"].inc(counted.count)
 
     if route.endswith("/content") and method == "GET" and sent:
