@@ -23,6 +23,7 @@ from flask import Blueprint
 from flask import Response
 from flask import current_app
 from flask import request
+from flask import request_started
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -94,7 +95,10 @@ class CountingInput:
         self.count = 0
 
     def read(self, size: int | None = -1) -> bytes:
-        data = self.stream.read(size) if size is not None else self.stream.read()
+        if size is None:
+            size = -1
+
+        data = self.stream.read(size)
         self.count += len(data)
         return data
 
@@ -114,14 +118,15 @@ class CountingInput:
 
 def init_app(app) -> None:
     """Record each request's route template and mount `/metrics`."""
-
-    @app.before_request
-    def note_route() -> None:
-        rule = request.url_rule
-        request.environ[ROUTE_KEY] = rule.rule if rule else UNMATCHED_ROUTE
-
+    request_started.connect(_note_route, app)
     app.register_blueprint(bp)
     app.wsgi_app = MetricsMiddleware(app.wsgi_app)
+
+
+def _note_route(sender, **extra) -> None:
+    """Keep the matched route template, before any before_request runs."""
+    rule = request.url_rule
+    request.environ[ROUTE_KEY] = rule.rule if rule else UNMATCHED_ROUTE
 
 
 def init_worker() -> None:
@@ -203,7 +208,9 @@ def show_metrics() -> Response:
         registry.register(_Families(_process_families))
 
     registry.register(_Families(_state_families(current_app)))
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(registry), content_type=CONTENT_TYPE_LATEST
+    )
 
 
 def _process_families() -> list:
@@ -295,7 +302,9 @@ def _stored_counts() -> tuple[int, int, int] | None:
     try:
         files = db.session.scalar(select(func.count(FileRecord.id)))
         blobs, size = db.session.execute(
-            select(func.count(Blob.sha256), func.coalesce(func.sum(Blob.size), 0))
+            select(
+                func.count(Blob.sha256), func.coalesce(func.sum(Blob.size), 0)
+            )
         ).one()
     except Exception:
         db.session.rollback()
@@ -310,7 +319,9 @@ def _signaling_pending() -> int | None:
         pending = events.status_summary(True)["pending"]
     except Exception:
         db.session.rollback()
-        log.warning("Metrics could not read the Signaling outbox", exc_info=True)
+        log.warning(
+            "Metrics could not read the Signaling outbox", exc_info=True
+        )
         return None
 
     return int(pending) if pending is not None else None
