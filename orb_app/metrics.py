@@ -44,12 +44,13 @@ STARTED_KEY = "orb.started"
 INPUT_KEY = "orb.input"
 UNMATCHED_ROUTE = "unmatched"
 UPLOAD_ROUTE = "/api/v1/files"
-_instruments_lock = threading.Lock()
-_instruments_made: dict = {}
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0, 1800.0,
 )
+
+_instruments_lock = threading.Lock()
+_instruments_made: dict = {}
 
 
 def prepare_directory(settings: Settings) -> Path:
@@ -95,6 +96,7 @@ class CountingInput:
         self.count = 0
 
     def read(self, size: int | None = -1) -> bytes:
+        """Read up to `size` bytes (all when negative or None)."""
         if size is None:
             size = -1
 
@@ -103,11 +105,13 @@ class CountingInput:
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
+        """Read one line."""
         data = self.stream.readline(size)
         self.count += len(data)
         return data
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """Read the remaining lines."""
         lines = self.stream.readlines(hint)
         self.count += sum(len(line) for line in lines)
         return lines
