@@ -22,7 +22,7 @@ max_requests = 0
 # Timeouts: `timeout` is the worker heartbeat, not a per-request limit, so a
 # multi-gigabyte upload may take as long as it needs.
 timeout = 60
-graceful_timeout = 30
+graceful_timeout = settings.graceful_timeout
 keepalive = 5
 
 # Requests
@@ -33,7 +33,9 @@ limit_request_field_size = 8190
 # Logging: everything goes through the handlers set up in on_starting.
 logger_class = "orb_app.server.GunicornLogger"
 accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+access_log_format = (
+    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+)
 loglevel = settings.log_level.lower()
 
 # Process
@@ -50,3 +52,18 @@ def on_starting(arbiter):
 def on_exit(arbiter):
     """Stop the Leader registrar."""
     server.on_exit()
+
+
+def post_worker_init(worker):
+    """Arm the abort of transfers still running when the grace ends."""
+    server.post_worker_init(settings)
+
+
+def post_request(worker, req, environ, resp):
+    """Count the request in the metrics."""
+    server.post_request(environ, resp)
+
+
+def child_exit(arbiter, worker):
+    """Drop the metrics files of the exited worker."""
+    server.child_exit(worker.pid)
