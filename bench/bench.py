@@ -201,11 +201,13 @@ class MemorySampler:
         self.interval = interval
         self.peak_rss: dict[int, int] = {}
         self.hwm: dict[int, int] = {}
+        self.before: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> "MemorySampler":
         for pid in self.server.workers():
+            self.before[pid] = _proc_status(pid).get("VmRSS", 0)
             try:
                 # "5" resets the peak (VmHWM) to the current RSS.
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -235,6 +237,10 @@ class MemorySampler:
             pid: max(self.peak_rss.get(pid, 0), self.hwm.get(pid, 0)) / 1024
             for pid in sorted(pids)
         }
+
+    def before_mib(self) -> list[float]:
+        """Return each worker's RSS just before the transfer, in MiB."""
+        return [value / 1024 for value in self.before.values()]
 
 
 def _proc_status(pid: int) -> dict[str, int]:
@@ -334,6 +340,7 @@ class Bench:
         self.size = args.size_mib * MIB
         self.measures: list[Measure] = []
         self.memory: dict[str, list[dict[int, float]]] = {}
+        self.idle_rss: list[float] = []
         self.notes: list[str] = []
         self.orb: Server | None = None
         self.nginx: Server | None = None
@@ -500,6 +507,7 @@ class Bench:
                     self.memory.setdefault("download", []).append(
                         sampler.peak_mib()
                     )
+                    self.idle_rss += sampler.before_mib()
                 else:
                     figures = curl(url)
                 _expect(figures, 200, size)
@@ -575,6 +583,7 @@ class Bench:
                     f"{self.orb_url}/api/v1/files?name=big-again.bin",
                 )
             self.memory.setdefault("upload", []).append(sampler.peak_mib())
+            self.idle_rss += sampler.before_mib()
             _expect(figures, 201, None)
             return self.size / MIB / figures["time"]
 
@@ -758,6 +767,11 @@ class Bench:
                 f"- Worker peak RSS during the {self.args.size_mib} MiB "
                 f"{kind}: max {worst:.0f} MiB (every worker, per round: "
                 f"{per_run} MiB); target < 100 MiB: {verdict}"
+            )
+        if rows and self.idle_rss:
+            rows.append(
+                f"- Worker RSS just before those transfers: "
+                f"{min(self.idle_rss):.0f}-{max(self.idle_rss):.0f} MiB"
             )
         return rows
 
