@@ -99,3 +99,30 @@ def test_truncated_body_is_refused_and_leaves_nothing(server):
 
     wait_until(lambda: server.temp_files() == [], 30, what="no partial upload")
     assert server.counts() == before
+
+
+def test_chunked_and_multipart_bodies_still_arrive_whole(server):
+    """Bodies without a Content-Length, and multipart ones, are exact.
+
+    They do not take the direct socket path; gunicorn's reader serves them.
+    """
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def pieces():
+        for start in range(0, len(data), 700_000):
+            yield data[start:start + 700_000]
+
+    chunked = server.post(
+        "/api/v1/files", params={"name": "chunked.bin"}, data=pieces()
+    )
+    assert chunked.status_code == 201, chunked.text
+    assert chunked.json()["sha256"] == digest
+
+    multipart = server.post(
+        "/api/v1/files",
+        files={"file": ("multi.bin", data, "application/octet-stream")},
+    )
+    assert multipart.status_code == 201, multipart.text
+    assert multipart.json()["sha256"] == digest
+    assert multipart.json()["name"] == "multi.bin"
