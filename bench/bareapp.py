@@ -9,8 +9,9 @@ from flask import jsonify
 
 app = Flask(__name__)
 
+RECORD_ID = "0b0e5c3e-6a4f-4a8e-9d7b-2f4f3c1d2e10"
 RECORD = {
-    "id": "0b0e5c3e-6a4f-4a8e-9d7b-2f4f3c1d2e10",
+    "id": RECORD_ID,
     "name": "small-000.bin",
     "size": 1024,
     "content_type": "application/octet-stream",
@@ -19,8 +20,8 @@ RECORD = {
     "created_at": "2026-01-01T00:00:00.000000Z",
     "updated_at": "2026-01-01T00:00:00.000000Z",
     "links": {
-        "self": "/api/v1/files/0b0e5c3e-6a4f-4a8e-9d7b-2f4f3c1d2e10",
-        "content": "/api/v1/files/0b0e5c3e-6a4f-4a8e-9d7b-2f4f3c1d2e10/content",
+        "self": f"/api/v1/files/{RECORD_ID}",
+        "content": f"/api/v1/files/{RECORD_ID}/content",
     },
 }
 

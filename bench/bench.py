@@ -719,9 +719,9 @@ class Bench:
     def report(self) -> str:
         stamp = datetime.datetime.now(datetime.timezone.utc)
         mode = "quick" if self.args.quick else "full"
+        command = " ".join(["bench/run", *sys.argv[1:]])
         lines = [
-            f"## {stamp:%Y-%m-%d %H:%M} UTC, {mode} run "
-            f"(`bench/run{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`)",
+            f"## {stamp:%Y-%m-%d %H:%M} UTC, {mode} run (`{command}`)",
             "",
             f"{os.cpu_count()} CPUs, {platform.platform()}, "
             f"{self.args.rounds} round(s) per pair, alternated; "

@@ -41,7 +41,9 @@ def test_large_raw_upload_is_byte_exact(server):
     """A multi-megabyte raw body is stored and served back unchanged."""
     data = os.urandom(5 * 1024 * 1024 + 123)
     digest = hashlib.sha256(data).hexdigest()
-    created = server.upload(data, name="big.bin", headers={"X-Orb-SHA256": digest})
+    created = server.upload(
+        data, name="big.bin", headers={"X-Orb-SHA256": digest}
+    )
     assert created.status_code == 201, created.text
     assert created.json()["sha256"] == digest
     assert created.json()["size"] == len(data)
