@@ -128,3 +128,26 @@ def test_chunked_and_multipart_bodies_still_arrive_whole(server):
     assert multipart.status_code == 201, multipart.text
     assert multipart.json()["sha256"] == digest
     assert multipart.json()["name"] == "multi.bin"
+
+
+def test_expect_continue_upload_is_answered(server):
+    """A client that waits for 100 Continue (curl does) gets it, then 201."""
+    body = os.urandom(2 * 1024 * 1024 + 1)
+    head = _post_head("/api/v1/files?name=expect.bin", len(body), close=True)
+    head = head[:-2] + b"Expect: 100-continue\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), 60) as sock:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(1024)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+
+        sock.sendall(body)
+        answer = interim.partition(b"\r\n\r\n")[2]
+        while chunk := sock.recv(65536):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    assert hashlib.sha256(body).hexdigest().encode() in answer
