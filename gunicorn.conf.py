@@ -41,7 +41,8 @@ loglevel = settings.log_level.lower()
 # Process
 proc_name = f"orb:{settings.node_key}"
 control_socket_disable = True
-sendfile = True
+# sendfile stays unset: gunicorn reads any value here, even True, as
+# --no-sendfile, and downloads would then be copied through Python.
 
 
 def on_starting(arbiter):
