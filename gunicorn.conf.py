@@ -50,3 +50,13 @@ def on_starting(arbiter):
 def on_exit(arbiter):
     """Stop the Leader registrar."""
     server.on_exit()
+
+
+def post_worker_init(worker):
+    """Start the Signaling dispatcher thread in this worker."""
+    server.post_worker_init(settings)
+
+
+def worker_exit(arbiter, worker):
+    """Stop the Signaling dispatcher thread of this worker."""
+    server.worker_exit()

@@ -15,6 +15,7 @@ import time
 
 from gunicorn import glogging
 
+from . import dispatcher
 from .config import PROJECT_ROOT
 from .config import ConfigError
 from .config import Settings
@@ -72,6 +73,16 @@ def on_exit() -> None:
         _registrar.stop()
 
     log.info("Orb stopped")
+
+
+def post_worker_init(settings: Settings) -> None:
+    """Start the worker's Signaling dispatcher thread, after the fork."""
+    dispatcher.start(settings)
+
+
+def worker_exit() -> None:
+    """Stop the worker's Signaling dispatcher thread."""
+    dispatcher.stop()
 
 
 def prepare_database() -> bool:
