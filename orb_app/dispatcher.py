@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_CAP_S = 30.0
 LOCK_RETRY_S = 1.0
+CRASH_PAUSE_S = 5.0
 IDLE_POLL_S = 0.2
 HEARTBEAT_S = 5.0
 LOCK_CHECK_S = 2.0
@@ -76,9 +77,12 @@ def backoff_seconds(settings: Settings, failures: int) -> float:
 class Channel:
     """One REQ socket to Signaling, replaced after every timeout."""
 
-    def __init__(self, endpoint: str, timeout_ms: int) -> None:
+    def __init__(
+        self, endpoint: str, timeout_ms: int, stopping: threading.Event
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
+        self.stopping = stopping
         self.context = zmq.Context()
         self.socket: zmq.Socket | None = None
 
@@ -96,7 +100,7 @@ class Channel:
             self.reset()
             return None, f"send timed out after {self.timeout_ms} ms"
 
-        if not self.socket.poll(self.timeout_ms, zmq.POLLIN):
+        if not self._wait_for_reply():
             self.reset()
             return None, f"no reply within {self.timeout_ms} ms"
 
@@ -105,6 +109,18 @@ class Channel:
             return json.loads(raw), None
         except ValueError:
             return raw.decode(errors="replace")[:200], None
+
+    def _wait_for_reply(self) -> bool:
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+
+            if self.socket.poll(min(100, int(left * 1000) + 1), zmq.POLLIN):
+                return True
+
+        return False
 
     def reset(self) -> None:
         """Drop the socket; the next request makes a fresh one."""
@@ -243,17 +259,23 @@ class Dispatcher:
 
         try:
             while not self._stopping.is_set():
-                if lock.acquire():
-                    try:
-                        self._deliver_while_holding(lock)
-                    finally:
-                        lock.release()
-                else:
-                    self._stopping.wait(LOCK_RETRY_S)
-        except Exception:
-            log.exception("Signaling dispatcher failed")
+                try:
+                    self._contend(lock)
+                except Exception:
+                    log.exception("Signaling dispatcher failed; restarting")
+                    self._stopping.wait(CRASH_PAUSE_S)
         finally:
             lock.close()
+
+    def _contend(self, lock) -> None:
+        if not lock.acquire():
+            self._stopping.wait(LOCK_RETRY_S)
+            return
+
+        try:
+            self._deliver_while_holding(lock)
+        finally:
+            lock.release()
 
     def _deliver_while_holding(self, lock) -> None:
         log.info(
@@ -265,7 +287,9 @@ class Dispatcher:
         if "pool_size" in options:
             options.update(pool_size=1, max_overflow=1)
         engine = create_engine(self.settings.database_url, **options)
-        channel = Channel(self.endpoint, self.settings.signaling_timeout_ms)
+        channel = Channel(
+            self.endpoint, self.settings.signaling_timeout_ms, self._stopping
+        )
         self._publish(force=True)
         try:
             self._loop(lock, engine, channel)
@@ -276,7 +300,7 @@ class Dispatcher:
 
     def _loop(self, lock, engine: Engine, channel: Channel) -> None:
         checked = time.monotonic()
-        pruned = 0.0
+        pruned = float("-inf")
         database_failing = False
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -310,6 +334,12 @@ class Dispatcher:
                 self._stopping.wait(IDLE_POLL_S)
 
     def _deliver_batch(self, engine: Engine, channel: Channel) -> bool:
+        """Send pending events in id order; no transaction stays open.
+
+        The events are detached before any is sent, so reading one never
+        starts a transaction that a slow peer would hold open (on SQLite
+        that would block every upload).
+        """
         with Session(engine, expire_on_commit=False) as session:
             batch = list(
                 session.scalars(
@@ -319,6 +349,7 @@ class Dispatcher:
                     .limit(BATCH)
                 )
             )
+            session.expunge_all()
             session.rollback()
             for event in batch:
                 if self._stopping.is_set():
@@ -336,6 +367,9 @@ class Dispatcher:
         self, session: Session, channel: Channel, event: OutboxEvent
     ) -> bool:
         reply, error = channel.request(events.push_body(event))
+        if self._stopping.is_set() and error is not None:
+            return False
+
         if error is None and is_delivered(reply):
             session.execute(
                 update(OutboxEvent)

@@ -129,7 +129,9 @@ def state_path(settings: Settings) -> Path:
     return settings.data_dir / "run" / STATE_FILE_NAME
 
 
-def write_state(settings: Settings, state: str, last_error: str | None) -> None:
+def write_state(
+    settings: Settings, state: str, last_error: str | None
+) -> None:
     """Publish the dispatcher's state for every worker's `/status`."""
     path = state_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,10 @@ def read_state(settings: Settings) -> dict:
     try:
         state = json.loads(state_path(settings).read_text())
     except (OSError, ValueError):
-        return {"state": "retrying", "last_error": "no dispatcher has reported"}
+        return {
+            "state": "retrying",
+            "last_error": "no dispatcher has reported",
+        }
 
     if time.time() - state.get("written_at", 0) > STALE_AFTER_S:
         return {

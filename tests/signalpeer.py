@@ -101,4 +101,7 @@ class SignalPeer:
 
 def _counts_as_delivery(reply: dict) -> bool:
     eid = reply.get("eid", 0)
-    return reply.get("status") == "success" and isinstance(eid, int) and eid >= 0
+    if reply.get("status") != "success":
+        return False
+
+    return isinstance(eid, int) and eid >= 0
