@@ -301,6 +301,10 @@ class Dispatcher:
     def _loop(self, lock, engine: Engine, channel: Channel) -> None:
         checked = time.monotonic()
         pruned = float("-inf")
+        prune_every = min(
+            PRUNE_EVERY_S,
+            max(1.0, self.settings.event_retention_days * 86400 / 2),
+        )
         database_failing = False
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -311,7 +315,7 @@ class Dispatcher:
                 checked = now
 
             try:
-                if now - pruned > PRUNE_EVERY_S:
+                if now - pruned > prune_every:
                     self._prune(engine)
                     pruned = now
 

@@ -514,3 +514,26 @@ def test_two_nodes_sharing_postgresql(make_orb, peer):
         "Signaling dispatcher started"
     )
     assert started == 1
+
+
+def test_delivered_events_are_pruned(make_orb, peer):
+    """Delivered events older than ORB_EVENT_RETENTION_DAYS are deleted."""
+    peer.start()
+    orb = make_orb("sqlite", ORB_EVENT_RETENTION_DAYS="0.00002")
+    expected: list = []
+    upload(orb, "short-lived.txt", expected)
+    upload(orb, "shorter-lived.txt", expected)
+    wait_until(
+        lambda: len(peer.accepted_ids()) == 2,
+        DELIVERY_TIMEOUT_S,
+        what="two events at the peer",
+    )
+
+    wait_until(
+        lambda: signaling(orb)["delivered"] == 0,
+        DELIVERY_TIMEOUT_S,
+        what="the delivered events pruned",
+    )
+    state = signaling(orb)
+    assert (state["pending"], state["failed"]) == (0, 0)
+    assert "Pruned" in orb.log_text()
