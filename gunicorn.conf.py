@@ -56,7 +56,7 @@ def on_exit(arbiter):
 
 
 def post_worker_init(worker):
-    """Arm the abort of transfers still running when the grace ends."""
+    """Arm the shutdown abort and start the Signaling dispatcher."""
     server.post_worker_init(settings)
 
 
@@ -68,3 +68,8 @@ def post_request(worker, req, environ, resp):
 def child_exit(arbiter, worker):
     """Drop the metrics files of the exited worker."""
     server.child_exit(worker.pid)
+
+
+def worker_exit(arbiter, worker):
+    """Stop the Signaling dispatcher thread of this worker."""
+    server.worker_exit()

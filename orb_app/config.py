@@ -68,6 +68,7 @@ class Settings:
     signaling_push_port: int = 5557
     signaling_timeout_ms: int = 3000
     signaling_max_attempts: int = 20
+    signaling_backoff_ms: int = 500
     event_retention_days: float = 7.0
     database_url: str = field(default="", repr=False)
     db_backend: str = "sqlite"
@@ -170,6 +171,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         signaling_max_attempts=reader.integer(
             "ORB_SIGNALING_MAX_ATTEMPTS", 20, 1, 1_000_000
+        ),
+        signaling_backoff_ms=reader.integer(
+            "ORB_SIGNALING_BACKOFF_MS", 500, 1, 30_000
         ),
         event_retention_days=reader.number("ORB_EVENT_RETENTION_DAYS", 7.0),
         database_url=database_url,

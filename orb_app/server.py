@@ -15,6 +15,7 @@ import time
 
 from gunicorn import glogging
 
+from . import dispatcher
 from . import metrics
 from . import shutdown
 from .config import PROJECT_ROOT
@@ -78,9 +79,10 @@ def on_exit() -> None:
 
 
 def post_worker_init(settings: Settings) -> None:
-    """Create the worker's metrics and arm its abort at shutdown."""
+    """Set up the worker after the fork: metrics, shutdown, dispatcher."""
     metrics.init_worker()
     shutdown.install(settings.graceful_timeout)
+    dispatcher.start(settings)
 
 
 def post_request(environ: dict, response) -> None:
@@ -95,6 +97,11 @@ def post_request(environ: dict, response) -> None:
 def child_exit(pid: int) -> None:
     """Drop the metrics files of a worker that exited."""
     metrics.mark_process_dead(pid)
+
+
+def worker_exit() -> None:
+    """Stop the worker's Signaling dispatcher thread."""
+    dispatcher.stop()
 
 
 def prepare_database() -> bool:
