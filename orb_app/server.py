@@ -91,7 +91,24 @@ def post_request(environ: dict, response) -> None:
     if response is None:
         return
 
-    metrics.observe_request(environ, response.status_code, response.sent)
+    metrics.observe_request(
+        environ, response.status_code, body_bytes_sent(environ, response)
+    )
+
+
+def body_bytes_sent(environ: dict, response) -> int:
+    """Return the body bytes gunicorn sent, sendfile included.
+
+    gunicorn counts bytes it writes itself in `sent` but not those it hands
+    to sendfile; a body that went out by sendfile is `response_length`.
+    """
+    if response.sent or environ.get("REQUEST_METHOD") == "HEAD":
+        return response.sent
+
+    if response.status_code in (204, 304) or not response.headers_sent:
+        return response.sent
+
+    return response.response_length or 0
 
 
 def child_exit(pid: int) -> None:
