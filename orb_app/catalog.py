@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime
 
 from flask import current_app
+from sqlalchemy import Connection
+from sqlalchemy import Row
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
@@ -23,6 +25,7 @@ from .extensions import db
 from .labels import clean_name
 from .labels import merge_metadata
 from .models import Blob
+from .models import FILE_COLUMNS
 from .models import FileRecord
 from .models import utcnow
 from .problems import Problem
@@ -104,23 +107,40 @@ def _insert_blob(sha256: str, size: int) -> bool:
     return db.session.execute(statement).rowcount == 1
 
 
-def get_file(file_id: uuid.UUID, for_update: bool = False) -> FileRecord:
-    """Return one record or raise 404 `file_not_found`."""
-    query = select(FileRecord).where(FileRecord.id == file_id)
-    if for_update:
-        query = query.with_for_update()
+def read_connection() -> Connection:
+    """Return a connection whose reads need no transaction round trips."""
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    record = db.session.scalars(query).first()
+
+def get_file(file_id: uuid.UUID) -> Row:
+    """Return one record as a row of FILE_COLUMNS, or raise 404."""
+    query = select(*FILE_COLUMNS).where(FileRecord.id == file_id)
+    with read_connection() as connection:
+        record = connection.execute(query).first()
+
     if record is None:
-        raise Problem(404, "file_not_found", f"No file has id {file_id}.")
+        raise _not_found(file_id)
 
     return record
+
+
+def _lock_file(file_id: uuid.UUID) -> FileRecord:
+    query = select(FileRecord).where(FileRecord.id == file_id)
+    record = db.session.scalars(query.with_for_update()).first()
+    if record is None:
+        raise _not_found(file_id)
+
+    return record
+
+
+def _not_found(file_id: uuid.UUID) -> Problem:
+    return Problem(404, "file_not_found", f"No file has id {file_id}.")
 
 
 def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
     """Rename or relabel a file from a validated merge-patch object."""
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         if "name" in patch:
             record.name = clean_name(patch["name"])
 
@@ -145,7 +165,7 @@ def delete_file(file_id: uuid.UUID) -> None:
     session = db.session
     withdrawn = None
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         sha256 = record.sha256
         lock_blob(sha256)
         events.record("FileOp_delete", record)
@@ -181,9 +201,9 @@ def list_files(
     prefix: str | None,
     sha256: str | None,
     content_type: str | None,
-) -> list[FileRecord]:
-    """Return up to `limit` records, newest first, after a keyset position."""
-    query = select(FileRecord)
+) -> list[Row]:
+    """Return up to `limit` rows, newest first, after a keyset position."""
+    query = select(*FILE_COLUMNS)
     if prefix:
         escaped = (
             prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -204,4 +224,5 @@ def list_files(
     query = query.order_by(
         FileRecord.created_at.desc(), FileRecord.id.desc()
     ).limit(limit)
-    return list(db.session.scalars(query))
+    with read_connection() as connection:
+        return list(connection.execute(query))

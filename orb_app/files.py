@@ -16,6 +16,7 @@ from .content import etag_of
 from .content import serve_content
 from .cursors import decode_cursor
 from .cursors import encode_cursor
+from .models import file_json
 from .problems import Problem
 from .uploads import receive_upload
 
@@ -76,7 +77,7 @@ def list_files() -> Response:
 
     return jsonify(
         {
-            "items": [record.to_json() for record in records],
+            "items": [file_json(record) for record in records],
             "next_cursor": next_cursor,
         }
     )
@@ -86,7 +87,7 @@ def list_files() -> Response:
 def get_file(file_id: str) -> Response:
     """Answer one file record."""
     record = catalog.get_file(_parse_id(file_id))
-    response = jsonify(record.to_json())
+    response = jsonify(file_json(record))
     response.headers["ETag"] = etag_of(record)
     return response
 
