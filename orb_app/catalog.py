@@ -16,7 +16,6 @@ from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
-from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -193,36 +192,3 @@ def delete_file(file_id: uuid.UUID) -> None:
 def _blob_in_use(sha256: str) -> bool:
     query = select(func.count()).where(FileRecord.sha256 == sha256)
     return db.session.scalar(query) > 0
-
-
-def list_files(
-    limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
-    prefix: str | None,
-    sha256: str | None,
-    content_type: str | None,
-) -> list[Row]:
-    """Return up to `limit` rows, newest first, after a keyset position."""
-    query = select(*FILE_COLUMNS)
-    if prefix:
-        escaped = (
-            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        )
-        query = query.where(FileRecord.name.like(f"{escaped}%", escape="\\"))
-
-    if sha256:
-        query = query.where(FileRecord.sha256 == sha256)
-
-    if content_type:
-        query = query.where(FileRecord.content_type == content_type)
-
-    if after is not None:
-        query = query.where(
-            tuple_(FileRecord.created_at, FileRecord.id) < after
-        )
-
-    query = query.order_by(
-        FileRecord.created_at.desc(), FileRecord.id.desc()
-    ).limit(limit)
-    with read_connection() as connection:
-        return list(connection.execute(query))
