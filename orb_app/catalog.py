@@ -10,11 +10,12 @@ import uuid
 from datetime import datetime
 
 from flask import current_app
+from sqlalchemy import Connection
+from sqlalchemy import Row
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
-from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,6 +24,7 @@ from .extensions import db
 from .labels import clean_name
 from .labels import merge_metadata
 from .models import Blob
+from .models import FILE_COLUMNS
 from .models import FileRecord
 from .models import utcnow
 from .problems import Problem
@@ -104,23 +106,40 @@ def _insert_blob(sha256: str, size: int) -> bool:
     return db.session.execute(statement).rowcount == 1
 
 
-def get_file(file_id: uuid.UUID, for_update: bool = False) -> FileRecord:
-    """Return one record or raise 404 `file_not_found`."""
-    query = select(FileRecord).where(FileRecord.id == file_id)
-    if for_update:
-        query = query.with_for_update()
+def read_connection() -> Connection:
+    """Return a connection whose reads need no transaction round trips."""
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    record = db.session.scalars(query).first()
+
+def get_file(file_id: uuid.UUID) -> Row:
+    """Return one record as a row of FILE_COLUMNS, or raise 404."""
+    query = select(*FILE_COLUMNS).where(FileRecord.id == file_id)
+    with read_connection() as connection:
+        record = connection.execute(query).first()
+
     if record is None:
-        raise Problem(404, "file_not_found", f"No file has id {file_id}.")
+        raise _not_found(file_id)
 
     return record
+
+
+def _lock_file(file_id: uuid.UUID) -> FileRecord:
+    query = select(FileRecord).where(FileRecord.id == file_id)
+    record = db.session.scalars(query.with_for_update()).first()
+    if record is None:
+        raise _not_found(file_id)
+
+    return record
+
+
+def _not_found(file_id: uuid.UUID) -> Problem:
+    return Problem(404, "file_not_found", f"No file has id {file_id}.")
 
 
 def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
     """Rename or relabel a file from a validated merge-patch object."""
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         if "name" in patch:
             record.name = clean_name(patch["name"])
 
@@ -145,7 +164,7 @@ def delete_file(file_id: uuid.UUID) -> None:
     session = db.session
     withdrawn = None
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         sha256 = record.sha256
         lock_blob(sha256)
         events.record("FileOp_delete", record)
@@ -173,35 +192,3 @@ def delete_file(file_id: uuid.UUID) -> None:
 def _blob_in_use(sha256: str) -> bool:
     query = select(func.count()).where(FileRecord.sha256 == sha256)
     return db.session.scalar(query) > 0
-
-
-def list_files(
-    limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
-    prefix: str | None,
-    sha256: str | None,
-    content_type: str | None,
-) -> list[FileRecord]:
-    """Return up to `limit` records, newest first, after a keyset position."""
-    query = select(FileRecord)
-    if prefix:
-        escaped = (
-            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        )
-        query = query.where(FileRecord.name.like(f"{escaped}%", escape="\\"))
-
-    if sha256:
-        query = query.where(FileRecord.sha256 == sha256)
-
-    if content_type:
-        query = query.where(FileRecord.content_type == content_type)
-
-    if after is not None:
-        query = query.where(
-            tuple_(FileRecord.created_at, FileRecord.id) < after
-        )
-
-    query = query.order_by(
-        FileRecord.created_at.desc(), FileRecord.id.desc()
-    ).limit(limit)
-    return list(db.session.scalars(query))
