@@ -7,7 +7,6 @@ points at a missing blob, or a blob with no record.
 
 import logging
 import uuid
-from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import Connection
@@ -23,8 +22,8 @@ from . import events
 from .extensions import db
 from .labels import clean_name
 from .labels import merge_metadata
-from .models import Blob
 from .models import FILE_COLUMNS
+from .models import Blob
 from .models import FileRecord
 from .models import utcnow
 from .problems import Problem

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-
 from conftest import database_env
 from orbserver import free_port
+from sqlalchemy import event
+
 from orb_app import create_app
 from orb_app.config import load_settings
 from orb_app.extensions import db
