@@ -11,6 +11,8 @@ import uuid
 from flask import current_app
 from sqlalchemy import Connection
 from sqlalchemy import Row
+from sqlalchemy import Uuid
+from sqlalchemy import bindparam
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
@@ -105,16 +107,34 @@ def _insert_blob(sha256: str, size: int) -> bool:
     return db.session.execute(statement).rowcount == 1
 
 
+# Built once: a statement reused as the same object skips SQLAlchemy's
+# per-call adaptation of cached result columns.
+_RECORD_BY_ID = select(*FILE_COLUMNS).where(
+    FileRecord.id == bindparam("file_id", type_=Uuid)
+)
+
+
 def read_connection() -> Connection:
     """Return a connection whose reads need no transaction round trips."""
-    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    engine = db.engine
+    reader = _readers.get(engine)
+    if reader is None:
+        reader = _readers[engine] = engine.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
+
+    return reader.connect()
+
+
+_readers: dict = {}
 
 
 def get_file(file_id: uuid.UUID) -> Row:
     """Return one record as a row of FILE_COLUMNS, or raise 404."""
-    query = select(*FILE_COLUMNS).where(FileRecord.id == file_id)
     with read_connection() as connection:
-        record = connection.execute(query).first()
+        record = connection.execute(
+            _RECORD_BY_ID, {"file_id": file_id}
+        ).first()
 
     if record is None:
         raise _not_found(file_id)
