@@ -4,6 +4,7 @@ Values come from the environment through `orb_app.config`; a bad value
 stops here, before any socket is bound. Hooks call into `orb_app.server`.
 """
 
+from orb_app import guards
 from orb_app import server
 
 settings = server.settings_or_exit()
@@ -41,6 +42,10 @@ proc_name = f"orb:{settings.node_key}"
 control_socket_disable = True
 sendfile = True
 
+# Hardening: no version banner, problem documents for refused requests.
+guards.hide_server_banner()
+guards.answer_wire_errors_as_problems()
+
 
 def on_starting(arbiter):
     """Set up logging, migrate, clean up and start the Leader registrar."""
@@ -50,3 +55,8 @@ def on_starting(arbiter):
 def on_exit(arbiter):
     """Stop the Leader registrar."""
     server.on_exit()
+
+
+def when_ready(arbiter):
+    """Make reads from a client that goes quiet time out."""
+    guards.limit_client_reads(arbiter.LISTENERS, settings.client_timeout)

@@ -19,6 +19,7 @@ from .config import PROJECT_ROOT
 from .config import ConfigError
 from .config import Settings
 from .config import load_settings
+from .guards import stalled
 from .leader import LeaderRegistrar
 from .logging_setup import setup_logging
 from .status import STARTED_AT_VARIABLE
@@ -164,6 +165,14 @@ class GunicornLogger(glogging.Logger):
             logger.propagate = True
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
+
+    def exception(self, msg, *args, **kwargs) -> None:
+        """Log a client that went quiet in one line, other errors in full."""
+        if stalled(sys.exc_info()[1]):
+            self.error_log.warning("Closed a connection whose client went quiet")
+            return
+
+        super().exception(msg, *args, **kwargs)
 
     def reopen_files(self) -> None:
         """Leave reopening to the rotating handler."""

@@ -22,6 +22,7 @@ from werkzeug.sansio.multipart import File
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.sansio.multipart import NeedData
 
+from .guards import stalled
 from .labels import check_meta_entry
 from .labels import check_metadata
 from .labels import clean_name
@@ -81,7 +82,10 @@ class BodyReader:
         """Return the next block of the body, b"" at its end."""
         try:
             block = self.stream.read(CHUNK_SIZE)
-        except Exception:
+        except Exception as error:
+            if stalled(error):
+                raise
+
             raise Problem(
                 400,
                 "incomplete_body",
