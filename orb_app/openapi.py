@@ -392,6 +392,7 @@ RESPONSES = {
     "TooLarge": _problem("The body exceeds the configured limit."),
     "UnsupportedMediaType": _problem("The body's content type is refused."),
     "PreconditionFailed": _problem("If-Match or If-Unmodified-Since failed."),
+    "UriTooLong": _problem("The request line is too long."),
     "HeadersTooLarge": _problem("The request headers are too large."),
     "InternalError": _problem(
         "An unexpected fault, or stored bytes that do not match their "
@@ -410,6 +411,7 @@ RESPONSES = {
 COMMON_ERRORS = {
     "400": _response("BadRequest"),
     "408": _response("RequestTimeout"),
+    "414": _response("UriTooLong"),
     "431": _response("HeadersTooLarge"),
     "500": _response("InternalError"),
     "503": _response("DatabaseUnavailable"),

@@ -1,0 +1,62 @@
+"""Schema-driven fuzzing: schemathesis against a live Orb on PostgreSQL."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FUZZ_TOKEN = "fuzz-write-token-0123456789"
+MAX_EXAMPLES = os.environ.get("ORB_FUZZ_EXAMPLES", "15")
+MAX_SECONDS = os.environ.get("ORB_FUZZ_SECONDS", "75")
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    ]
+)
+
+
+def test_fuzz_finds_no_server_error_and_no_drift(make_server, tmp_path):
+    """Every generated request gets a documented, schema-true, non-5xx answer."""
+    orb = make_server(
+        "postgresql", ORB_API_TOKENS=f"fuzzer:{FUZZ_TOKEN}:write"
+    )
+    st = Path(sys.executable).with_name("st")
+    command = [
+        str(st),
+        "run",
+        f"{orb.url}/api/v1/openapi.json",
+        "--header",
+        f"Authorization: Bearer {FUZZ_TOKEN}",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        MAX_EXAMPLES,
+        "--max-time",
+        MAX_SECONDS,
+        "--workers",
+        "2",
+        "--request-timeout",
+        "30",
+        "--no-color",
+        "--output-truncate",
+        "true",
+    ]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=float(MAX_SECONDS) + 120,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("schemathesis did not finish in its time budget")
+
+    report = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, report
