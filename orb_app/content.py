@@ -177,7 +177,7 @@ def content_disposition(name: str, inline: bool) -> str:
         .decode("ascii")
     )
     fallback = "".join(
-        char if char.isprintable() and char not in '"\\;' else "_"
+        char if char.isprintable() and char not in '"\\;/' else "_"
         for char in fallback
     ).strip() or "file"
     encoded = quote(name, safe=_ATTR_CHARS)
