@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from werkzeug.http import parse_options_header
@@ -38,6 +39,7 @@ MAX_PARTS = 16
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_FILENAME_STAR = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", re.I)
 _CONTENT_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([^:]*):")
 
 
@@ -310,6 +312,10 @@ def name_from_request(request: Request) -> str:
 
     disposition = request.headers.get("Content-Disposition", "")
     if disposition:
+        extended = _FILENAME_STAR.search(disposition)
+        if extended:
+            return clean_name(_decode_ext_value(extended.group(1)))
+
         _, options = parse_options_header(disposition)
         if "filename" in options:
             return clean_name(options["filename"])
@@ -319,6 +325,24 @@ def name_from_request(request: Request) -> str:
         "invalid_name",
         "Name the file with ?name= or a Content-Disposition filename.",
     )
+
+
+def _decode_ext_value(value: str) -> str:
+    """Decode an RFC 8187 `UTF-8''<percent-encoded>` value strictly."""
+    parts = value.strip().split("'", 2)
+    if len(parts) != 3 or parts[0].lower() != "utf-8" or not parts[2]:
+        raise Problem(
+            400,
+            "invalid_name",
+            "filename* must be UTF-8'' followed by a percent-encoded name.",
+        )
+
+    try:
+        return unquote_to_bytes(parts[2]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(
+            400, "invalid_name", "The name in filename* is not valid UTF-8."
+        ) from None
 
 
 def clean_content_type(value: str) -> str:
