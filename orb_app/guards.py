@@ -14,12 +14,16 @@ import struct
 
 from flask import Flask
 from flask import Response
+from flask import request
 
 from .problems import _CODES_BY_STATUS
 from .problems import PROBLEM_TYPE
+from .problems import Problem
 from .problems import problem_response
 
 log = logging.getLogger(__name__)
+
+_WIRE_CODES = {417: "expectation_failed", 501: "unsupported_transfer_coding"}
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -30,6 +34,7 @@ SECURITY_HEADERS = {
 
 def register_guards(app: Flask) -> None:
     """Add security headers and turn stalled reads into 408 answers."""
+    app.before_request(refuse_unknown_transfer_coding)
     app.after_request(add_security_headers)
     app.register_error_handler(TimeoutError, answer_stalled_client)
     app.register_error_handler(BlockingIOError, answer_stalled_client)
@@ -41,6 +46,17 @@ def add_security_headers(response: Response) -> Response:
         response.headers.setdefault(name, value)
 
     return response
+
+
+def refuse_unknown_transfer_coding() -> None:
+    """Refuse a body in a transfer coding other than plain chunked."""
+    coding = request.headers.get("Transfer-Encoding")
+    if coding is not None and coding.strip().lower() != "chunked":
+        raise Problem(
+            501,
+            "unsupported_transfer_coding",
+            "Only Transfer-Encoding: chunked is supported.",
+        )
 
 
 def answer_stalled_client(error: OSError) -> Response:
@@ -94,7 +110,9 @@ def write_wire_problem(sock, status: int, reason: str, message: str) -> None:
     """Write a problem answer for a request gunicorn refused itself."""
     from gunicorn import util
 
-    code = _CODES_BY_STATUS.get(status, "bad_request")
+    code = _CODES_BY_STATUS.get(status) or _WIRE_CODES.get(
+        status, "bad_request"
+    )
     detail = message[:200] if status < 500 else ""
     body = json.dumps(
         {

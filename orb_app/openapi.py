@@ -47,6 +47,7 @@ PROBLEM_CODES = [
     "forbidden",
     "method_not_allowed",
     "request_timeout",
+    "unsupported_transfer_coding",
     "unsupported_media_type",
     "range_not_satisfiable",
     "precondition_failed",
@@ -399,6 +400,9 @@ RESPONSES = {
         "record (`blob_missing`, `blob_corrupt`): Orb never sends bytes "
         "that contradict the ETag."
     ),
+    "NotImplemented": _problem(
+        "A transfer coding other than chunked (`unsupported_transfer_coding`)."
+    ),
     "DatabaseUnavailable": _problem(
         "The database is not reachable (`database_unavailable`).",
         {"Retry-After": _header("Retry-After")},
@@ -414,6 +418,7 @@ COMMON_ERRORS = {
     "414": _response("UriTooLong"),
     "431": _response("HeadersTooLarge"),
     "500": _response("InternalError"),
+    "501": _response("NotImplemented"),
     "503": _response("DatabaseUnavailable"),
 }
 
