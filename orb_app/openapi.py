@@ -811,7 +811,9 @@ def openapi_document(app: Flask | None = None) -> dict:
 
     routed = {flask_path(rule.rule) for rule in app.url_map.iter_rules()}
     document["paths"] = {
-        path: item for path, item in document["paths"].items() if path in routed
+        path: item
+        for path, item in document["paths"].items()
+        if path in routed
     }
     return document
 

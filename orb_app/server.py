@@ -169,7 +169,7 @@ class GunicornLogger(glogging.Logger):
     def exception(self, msg, *args, **kwargs) -> None:
         """Log a client that went quiet in one line, other errors in full."""
         if stalled(sys.exc_info()[1]):
-            self.error_log.warning("Closed a connection whose client went quiet")
+            self.error_log.warning("Closed a quiet client's connection")
             return
 
         super().exception(msg, *args, **kwargs)

@@ -6,7 +6,8 @@ import socket
 
 def exchange(port: int, raw: bytes, timeout: float = 30) -> bytes:
     """Send raw bytes, then read until the server closes or stops talking."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    address = ("127.0.0.1", port)
+    with socket.create_connection(address, timeout=timeout) as sock:
         sock.sendall(raw)
         return read_answer(sock)
 

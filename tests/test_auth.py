@@ -57,7 +57,8 @@ def test_files_routes_need_a_token(orb):
 
 def test_read_token_reads_but_cannot_write(orb):
     """A read token may GET and HEAD; POST, PATCH and DELETE answer 403."""
-    created = orb.upload(b"kept bytes", name="kept.txt", headers=bearer(WRITE_TOKEN))
+    writer = bearer(WRITE_TOKEN)
+    created = orb.upload(b"kept bytes", name="kept.txt", headers=writer)
     assert created.status_code == 201, created.text
     record = created.json()
     before = orb.snapshot()
@@ -68,7 +69,8 @@ def test_read_token_reads_but_cannot_write(orb):
     assert orb.get(record["links"]["content"], headers=reader).content == (
         b"kept bytes"
     )
-    assert orb.head(record["links"]["content"], headers=reader).status_code == 200
+    head = orb.head(record["links"]["content"], headers=reader)
+    assert head.status_code == 200
 
     for answer in (
         orb.upload(b"other bytes", headers=reader),
@@ -90,7 +92,8 @@ def test_write_token_writes(orb):
     created = orb.upload(b"abc", headers=writer)
     assert created.status_code == 201
     one = created.json()["links"]["self"]
-    assert orb.patch(one, json={"name": "b"}, headers=writer).status_code == 200
+    renamed = orb.patch(one, json={"name": "b"}, headers=writer)
+    assert renamed.status_code == 200
     assert orb.get(one, headers=writer).json()["name"] == "b"
     assert orb.delete(one, headers=writer).status_code == 204
     assert "Token writer: DELETE" in orb.log_text()

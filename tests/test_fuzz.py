@@ -22,7 +22,7 @@ CHECKS = ",".join(
 
 
 def test_fuzz_finds_no_server_error_and_no_drift(make_server, tmp_path):
-    """Every generated request gets a documented, schema-true, non-5xx answer."""
+    """Each generated request gets a documented, non-5xx, schema-true answer."""
     orb = make_server(
         "postgresql", ORB_API_TOKENS=f"fuzzer:{FUZZ_TOKEN}:write"
     )

@@ -32,7 +32,9 @@ def test_every_answer_has_security_headers_and_no_banner(server):
         server.get(created["links"]["self"]),
         server.get(created["links"]["content"]),
         server.head(created["links"]["content"]),
-        server.get(created["links"]["content"], headers={"Range": "bytes=1-2"}),
+        server.get(
+            created["links"]["content"], headers={"Range": "bytes=1-2"}
+        ),
         server.get("/nowhere"),
         server.get(missing),
         server.get("/api/v1/files/../../etc/passwd"),

@@ -204,8 +204,11 @@ def test_bad_cursors_and_limits_are_refused(server, sentinel):
     flipped = cursor[:-3] + ("A" if cursor[-3] != "A" else "B") + cursor[-2:]
     payload, _, signature = cursor.rpartition(".")
     foreign = URLSafeSerializer("another-key", salt="orb.files.v1").dumps(
-        json.loads('["2020-01-01T00:00:00+00:00", '
-                   '"00000000-0000-4000-8000-000000000000", [null, null, null]]')
+        [
+            "2020-01-01T00:00:00+00:00",
+            "00000000-0000-4000-8000-000000000000",
+            [None, None, None],
+        ]
     )
     unsigned_swap = payload[::-1] + "." + signature
     cases = [
@@ -229,9 +232,8 @@ def test_bad_cursors_and_limits_are_refused(server, sentinel):
         {"prefix": "a\x00"},
     ]
     for params in cases:
-        assert_refused(
-            server.get("/api/v1/files", params=params), 400, "invalid_parameter"
-        )
+        answer = server.get("/api/v1/files", params=params)
+        assert_refused(answer, 400, "invalid_parameter")
 
     again = server.get("/api/v1/files", params={"limit": 1, "cursor": cursor})
     assert again.status_code == 200
@@ -317,7 +319,7 @@ def test_metadata_headers_are_checked(server, sentinel):
 def test_bad_patch_bodies_are_refused(
     server, sentinel, body, content_type, status, code
 ):
-    """PATCH bodies that are not objects, not JSON or not allowed are refused."""
+    """PATCH bodies that are not objects, JSON or allowed are refused."""
     record = sentinel[0]
     before = server.get(record["links"]["self"]).json()
     headers = {"Content-Type": content_type} if content_type else {}
