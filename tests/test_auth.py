@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from openapicheck import Checker
 from orbserver import OrbServer
 
 READ_TOKEN = "r3ad-secret-7f1c2a"
@@ -40,6 +41,7 @@ def test_files_routes_need_a_token(orb):
         {"Authorization": "Bearer"},
     ]
     missing = "/api/v1/files/00000000-0000-4000-8000-000000000000"
+    checker = Checker(orb.get("/api/v1/openapi.json").json())
     for headers in wrong:
         for answer in (
             orb.get("/api/v1/files", headers=headers),
@@ -51,6 +53,7 @@ def test_files_routes_need_a_token(orb):
             assert answer.status_code == 401, answer.text
             assert answer.headers["WWW-Authenticate"].startswith("Bearer")
             assert answer.json()["code"] == "unauthorized"
+            checker.check(answer)
 
     assert orb.snapshot() == before
 
@@ -79,6 +82,7 @@ def test_read_token_reads_but_cannot_write(orb):
     ):
         assert answer.status_code == 403, answer.text
         assert answer.json()["code"] == "forbidden"
+        checker.check(answer)
 
     assert orb.snapshot() == before
     assert orb.get(record["links"]["self"], headers=reader).json()["name"] == (
