@@ -75,6 +75,7 @@ def test_read_token_reads_but_cannot_write(orb):
     head = orb.head(record["links"]["content"], headers=reader)
     assert head.status_code == 200
 
+    checker = Checker(orb.get("/api/v1/openapi.json").json())
     for answer in (
         orb.upload(b"other bytes", headers=reader),
         orb.patch(record["links"]["self"], json={"name": "x"}, headers=reader),
