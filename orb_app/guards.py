@@ -61,7 +61,7 @@ def refuse_unknown_transfer_coding() -> None:
 
 def answer_stalled_client(error: OSError) -> Response:
     """Answer 408 to a client that stopped sending in the middle."""
-    log.warning("Client stalled; closing its connection")
+    log.warning("Client went quiet during %s %s", request.method, request.path)
     return client_timeout_response()
 
 
