@@ -22,6 +22,7 @@ from .config import PROJECT_ROOT
 from .config import ConfigError
 from .config import Settings
 from .config import load_settings
+from .guards import stalled
 from .leader import LeaderRegistrar
 from .logging_setup import setup_logging
 from .status import STARTED_AT_VARIABLE
@@ -211,6 +212,14 @@ class GunicornLogger(glogging.Logger):
             logger.propagate = True
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
+
+    def exception(self, msg, *args, **kwargs) -> None:
+        """Log a client that went quiet in one line, other errors in full."""
+        if stalled(sys.exc_info()[1]):
+            self.error_log.warning("Closed a quiet client's connection")
+            return
+
+        super().exception(msg, *args, **kwargs)
 
     def reopen_files(self) -> None:
         """Leave reopening to the rotating handler."""

@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass
 from dataclasses import field
+from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from werkzeug.http import parse_options_header
@@ -25,6 +26,7 @@ from werkzeug.sansio.multipart import File
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.sansio.multipart import NeedData
 
+from .guards import stalled
 from .labels import check_meta_entry
 from .labels import check_metadata
 from .labels import clean_name
@@ -41,6 +43,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 RECEIVE_BUFFER = 1024 * 1024
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_FILENAME_STAR = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", re.I)
 _CONTENT_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([^:]*):")
 
 
@@ -92,7 +95,10 @@ class BodyReader:
         """Return the next block of the body, b"" at its end."""
         try:
             block = self.stream.read(CHUNK_SIZE)
-        except Exception:
+        except Exception as error:
+            if stalled(error):
+                raise
+
             raise Problem(
                 400,
                 "incomplete_body",
@@ -454,6 +460,10 @@ def name_from_request(request: Request) -> str:
 
     disposition = request.headers.get("Content-Disposition", "")
     if disposition:
+        extended = _FILENAME_STAR.search(disposition)
+        if extended:
+            return clean_name(_decode_ext_value(extended.group(1)))
+
         _, options = parse_options_header(disposition)
         if "filename" in options:
             return clean_name(options["filename"])
@@ -463,6 +473,24 @@ def name_from_request(request: Request) -> str:
         "invalid_name",
         "Name the file with ?name= or a Content-Disposition filename.",
     )
+
+
+def _decode_ext_value(value: str) -> str:
+    """Decode an RFC 8187 `UTF-8''<percent-encoded>` value strictly."""
+    parts = value.strip().split("'", 2)
+    if len(parts) != 3 or parts[0].lower() != "utf-8" or not parts[2]:
+        raise Problem(
+            400,
+            "invalid_name",
+            "filename* must be UTF-8'' followed by a percent-encoded name.",
+        )
+
+    try:
+        return unquote_to_bytes(parts[2]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(
+            400, "invalid_name", "The name in filename* is not valid UTF-8."
+        ) from None
 
 
 def clean_content_type(value: str) -> str:
