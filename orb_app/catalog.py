@@ -7,6 +7,7 @@ points at a missing blob, or a blob with no record.
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from flask import current_app
 from sqlalchemy import Connection
@@ -34,6 +35,9 @@ from .uploads import Upload
 
 log = logging.getLogger(__name__)
 
+# Checks a locked record before a change; raises a Problem to refuse it.
+Precondition = Callable[[FileRecord], None]
+
 
 def blob_store() -> BlobStore:
     """Return the blob store of the current app."""
@@ -58,11 +62,10 @@ def add_file(upload: Upload) -> FileRecord:
     try:
         lock_blob(upload.sha256)
         created_blob = _insert_blob(upload.sha256, upload.size)
-        if created_blob or not store.exists(upload.sha256):
-            store.publish(upload.pending, upload.sha256)
-            published = True
-        else:
-            upload.pending.discard()
+        # Publish even when the blob exists: the bytes just received are
+        # verified, so they also heal a copy that was damaged on disk.
+        store.publish(upload.pending, upload.sha256)
+        published = True
 
         now = utcnow()
         record = FileRecord(
@@ -155,10 +158,13 @@ def _not_found(file_id: uuid.UUID) -> Problem:
     return Problem(404, "file_not_found", f"No file has id {file_id}.")
 
 
-def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
+def update_file(
+    file_id: uuid.UUID, patch: dict, precondition: Precondition
+) -> FileRecord:
     """Rename or relabel a file from a validated merge-patch object."""
     try:
         record = _lock_file(file_id)
+        precondition(record)
         if "name" in patch:
             record.name = clean_name(patch["name"])
 
@@ -177,13 +183,14 @@ def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
     return record
 
 
-def delete_file(file_id: uuid.UUID) -> None:
+def delete_file(file_id: uuid.UUID, precondition: Precondition) -> None:
     """Delete a record, and its blob when no other record uses it."""
     store = blob_store()
     session = db.session
     withdrawn = None
     try:
         record = _lock_file(file_id)
+        precondition(record)
         sha256 = record.sha256
         lock_blob(sha256)
         events.record("FileOp_delete", record)

@@ -104,8 +104,16 @@ class Settings:
         )
 
 
-def in_container() -> bool:
-    """Tell whether this process runs inside a container."""
+def in_container(env: dict[str, str] | None = None) -> bool:
+    """Tell whether this process runs inside a container.
+
+    ORB_IN_CONTAINER=1 or 0 decides; otherwise `/.dockerenv` or the cgroup
+    of process 1 tells, as the original service did.
+    """
+    forced = (env or {}).get("ORB_IN_CONTAINER", "").strip().lower()
+    if forced in _TRUE - {""} or forced in _FALSE - {""}:
+        return forced in _TRUE
+
     if Path("/.dockerenv").exists():
         return True
 
@@ -142,7 +150,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         env = read_environment()
 
     reader = _Reader(env)
-    container = in_container()
+    container = in_container(env)
     data_dir = reader.path(
         "ORB_DATA_DIR",
         CONTAINER_APP_ROOT / "data" if container else Path("tmp/data"),

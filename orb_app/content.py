@@ -116,11 +116,14 @@ def last_modified_of(record: FileRecord) -> datetime:
 
 
 def check_preconditions(
-    request: Request, record: FileRecord
+    request: Request, record: FileRecord, modified: datetime | None = None
 ) -> Response | None:
-    """Evaluate conditional headers in RFC 9110 13.2.2 order."""
+    """Evaluate conditional headers in RFC 9110 13.2.2 order.
+
+    `modified` is the validator date; by default the bytes' Last-Modified.
+    """
     etag = record.sha256
-    modified = last_modified_of(record)
+    modified = modified or last_modified_of(record)
     safe = request.method in ("GET", "HEAD")
 
     if_match = request.headers.get("If-Match")
@@ -234,9 +237,10 @@ def serve_content(
         )
 
     headers["Content-Length"] = str(max(byte_range.length, 0))
-    body = () if request.method == "HEAD" else _open_body(
-        request, record, store, byte_range
-    )
+    body = _open_body(request, record, store, byte_range)
+    if request.method == "HEAD":
+        body.close()
+        body = ()
     return Response(
         body,
         status=status,

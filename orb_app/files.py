@@ -13,6 +13,7 @@ from werkzeug.http import parse_options_header
 
 from . import catalog
 from . import listing
+from .content import check_preconditions
 from .content import etag_of
 from .content import serve_content
 from .cursors import decode_cursor
@@ -94,7 +95,7 @@ def patch_file(file_id: str) -> Response:
     """Rename or relabel a file with a JSON merge patch."""
     parsed_id = _parse_id(file_id)
     patch = _merge_patch_body()
-    record = catalog.update_file(parsed_id, patch)
+    record = catalog.update_file(parsed_id, patch, _write_preconditions)
     response = jsonify(record.to_json())
     response.headers["ETag"] = etag_of(record)
     return response
@@ -103,8 +104,15 @@ def patch_file(file_id: str) -> Response:
 @bp.delete("/<file_id>")
 def delete_file(file_id: str) -> Response:
     """Delete a file record (and its blob once unused)."""
-    catalog.delete_file(_parse_id(file_id))
+    catalog.delete_file(_parse_id(file_id), _write_preconditions)
     return Response(status=204)
+
+
+def _write_preconditions(record) -> None:
+    """Refuse a PATCH or DELETE whose If-* headers do not hold (412)."""
+    check_preconditions(
+        request, record, modified=record.updated_at.replace(microsecond=0)
+    )
 
 
 @bp.route("/<file_id>/content", methods=["GET", "HEAD"])
@@ -160,7 +168,7 @@ def _merge_patch_body() -> dict:
 
     try:
         patch = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise Problem(400, "invalid_json", "The body is not valid JSON.") from None
 
     if not isinstance(patch, dict):

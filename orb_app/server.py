@@ -221,6 +221,14 @@ class GunicornLogger(glogging.Logger):
 
         super().exception(msg, *args, **kwargs)
 
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        """Return the access-log atoms, with sendfile bodies counted."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        sent = body_bytes_sent(environ, resp)
+        atoms["B"] = sent
+        atoms["b"] = str(sent) if sent else "-"
+        return atoms
+
     def reopen_files(self) -> None:
         """Leave reopening to the rotating handler."""
 

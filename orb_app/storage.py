@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ CHUNK_SIZE = 1024 * 1024
 PART_SUFFIX = ".part"
 TRASH_SUFFIX = ".trash"
 WITHDRAWN_GRACE_S = 60
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 class StorageFull(OSError):
@@ -208,11 +210,12 @@ class LocalBlobStore:
         if not self.blob_dir.is_dir():
             return
 
-        for first in sorted(self.blob_dir.iterdir()):
-            for second in sorted(first.iterdir()) if first.is_dir() else ():
+        for first in _subdirectories(self.blob_dir):
+            for second in _subdirectories(first):
                 for blob in sorted(second.iterdir()):
-                    stat = blob.stat()
-                    yield blob.name, stat.st_size, stat.st_mtime
+                    if _SHA256_NAME.match(blob.name) and blob.is_file():
+                        stat = blob.stat()
+                        yield blob.name, stat.st_size, stat.st_mtime
 
     def clean_leftovers(self, grace_s: float = WITHDRAWN_GRACE_S) -> int:
         """Drop abandoned partial uploads; restore blobs left withdrawn.
@@ -269,6 +272,10 @@ def hash_file(handle: BinaryIO) -> str:
 def age_seconds(mtime: float) -> float:
     """Return how long ago, in seconds, a file was last written."""
     return time.time() - mtime
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    return sorted(entry for entry in directory.iterdir() if entry.is_dir())
 
 
 def _abandoned(path: Path) -> bool:

@@ -445,7 +445,7 @@ class _MultipartUpload:
 def _parse_metadata_field(raw: bytes) -> dict[str, str]:
     try:
         value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise Problem(
             400, "invalid_metadata", "The metadata field is not valid JSON."
         ) from None
