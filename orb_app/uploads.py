@@ -37,6 +37,7 @@ MAX_PARTS = 16
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_FILENAME_STAR = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", re.I)
 _CONTENT_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([^:]*):")
 
 
@@ -306,6 +307,12 @@ def name_from_request(request: Request) -> str:
 
     disposition = request.headers.get("Content-Disposition", "")
     if disposition:
+        # Werkzeug folds filename* into filename and the later one wins;
+        # RFC 6266 says filename* wins wherever it stands.
+        extended = _FILENAME_STAR.search(disposition)
+        if extended:
+            disposition = f"attachment; filename*={extended.group(1)}"
+
         _, options = parse_options_header(disposition)
         if "filename" in options:
             return clean_name(options["filename"])
