@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from flask import Flask
+from flask import current_app
 from flask_migrate import upgrade
 from sqlalchemy import select
 
@@ -59,7 +60,7 @@ def clean_after_crash(app: Flask) -> None:
 
 
 def _remove_orphan(sha256: str) -> bool:
-    store = db.get_app().extensions["orb.store"]
+    store = current_app.extensions["orb.store"]
     try:
         lock_blob(sha256)
         if db.session.get(Blob, sha256) is not None:
