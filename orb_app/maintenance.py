@@ -43,8 +43,8 @@ def migrate_database(app: Flask) -> None:
         db.engine.dispose()
 
 
-def clean_after_crash(app: Flask) -> None:
-    """Remove what a crash left: partial uploads and blobs with no row."""
+def clean_after_crash(app: Flask) -> tuple[int, int]:
+    """Remove what a crash left; return (partial files, orphan blobs)."""
     store = app.extensions["orb.store"]
     leftovers = store.clean_leftovers(grace_s=0)
     with app.app_context():
@@ -57,6 +57,8 @@ def clean_after_crash(app: Flask) -> None:
             leftovers,
             len(orphans),
         )
+
+    return leftovers, len(orphans)
 
 
 def _remove_orphan(sha256: str) -> bool:
