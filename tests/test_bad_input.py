@@ -217,6 +217,9 @@ def test_wrong_digest(clean):
         {"limit": "1.5"},
         {"sha256": "xyz"},
         {"sha256": "a" * 63},
+        {"prefix": "a\x00b"},
+        {"content_type": "text/\x00"},
+        {"prefix": "p" * 1025},
     ],
 )
 def test_bad_list_parameters(clean, params):
@@ -303,10 +306,11 @@ def test_limit_exactly_is_accepted(small_server):
     assert small_server.delete(response.json()["links"]["self"]).status_code == 204
 
 
-def test_too_large_with_content_length(small_server):
+@pytest.mark.parametrize("size", [SMALL_LIMIT + 1, 20_000_000])
+def test_too_large_with_content_length(small_server, size):
     """A Content-Length past the limit is 413 too_large."""
     before = small_server.snapshot()
-    response = small_server.upload(os.urandom(SMALL_LIMIT + 1))
+    response = small_server.upload(os.urandom(size))
     assert_problem(response, 413, "too_large")
     assert small_server.snapshot() == before
 

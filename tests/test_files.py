@@ -6,6 +6,7 @@ import json
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -191,6 +192,11 @@ def test_metadata_headers(server):
     )
     assert raw["metadata"] == {"project": "apollo", "owner": "ann"}
 
+    utf8 = created(
+        server.upload(b"utf8", headers={"X-Orb-Meta-city": "Z\u00fcrich".encode()})
+    )
+    assert utf8["metadata"] == {"city": "Z\u00fcrich"}
+
     multi = created(
         server.post(
             FILES,
@@ -272,6 +278,40 @@ def test_same_bytes_stored_once(server):
     assert server.get(second["links"]["content"]).content == data
 
     assert server.delete(second["links"]["self"]).status_code == 204
+    assert server.counts() == (files_before, blobs_before)
+    assert digest not in server.blob_files()
+    assert server.temp_files() == []
+
+
+def test_concurrent_uploads_and_deletes_of_same_bytes(server):
+    """Racing uploads and deletes of one blob keep records and blobs agreed."""
+    data = os.urandom(300_000)
+    digest = sha256_hex(data)
+    files_before, blobs_before = server.counts()
+
+    def upload(index):
+        return created(server.upload(data, name=f"race-{index}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(upload, range(8)))
+    assert server.counts() == (files_before + 8, blobs_before + 1)
+
+    def delete_then_upload(record):
+        assert server.delete(record["links"]["self"]).status_code == 204
+        return upload(record["name"])
+
+    with ThreadPoolExecutor(8) as pool:
+        second = list(pool.map(delete_then_upload, first))
+    assert server.counts() == (files_before + 8, blobs_before + 1)
+    assert server.blob_files().count(digest) == 1
+    for record in second:
+        assert server.get(record["links"]["content"]).content == data
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(lambda r: server.delete(r["links"]["self"]).status_code, second)
+        )
+    assert statuses == [204] * 8
     assert server.counts() == (files_before, blobs_before)
     assert digest not in server.blob_files()
     assert server.temp_files() == []
@@ -664,6 +704,25 @@ def test_if_match(sample):
 
 def http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def test_if_none_match_overrides_if_modified_since(sample):
+    """If-None-Match decides alone when both are sent (RFC 9110 13.1.3)."""
+    server, record, data = sample
+    url = record["links"]["content"]
+    modified = server.head(url).headers["Last-Modified"]
+    response = server.get(
+        url, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}
+    )
+    assert response.status_code == 200
+    response = server.get(
+        url,
+        headers={
+            "If-Match": f'"{sha256_hex(data)}"',
+            "If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT",
+        },
+    )
+    assert response.status_code == 200
 
 
 def test_if_modified_since(sample):
