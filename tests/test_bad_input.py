@@ -157,6 +157,18 @@ def test_bad_multipart_metadata(clean, metadata):
     assert_problem(response, 400, "invalid_metadata")
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", 'multipart/form-data; boundary=""'],
+)
+def test_multipart_without_boundary(clean, content_type):
+    """A multipart body without a boundary is 400."""
+    response = clean.post(
+        FILES, data=b"--x\r\n", headers={"Content-Type": content_type}
+    )
+    assert_problem(response, 400, "invalid_multipart")
+
+
 def test_truncated_multipart(clean):
     """A multipart body without its closing boundary stores nothing."""
     body, content_type = multipart([("file", "cut.bin", os.urandom(5000))])
@@ -457,3 +469,25 @@ def test_database_stopped_mid_run(make_server, private_pg):
     assert names == {"kept.txt", "again.txt"}
     assert orb.counts() == (2, 2)
     assert orb.process.poll() is None
+
+
+def test_database_down_at_start(make_server, private_pg):
+    """Orb starts without its database and migrates once it appears."""
+    private_pg.stop()
+    orb = make_server(
+        "postgresql", start=False, DATABASE_URL=private_pg.url,
+        ORB_WORKERS="1",
+    )
+    orb.start(ready=False)
+    ready = orb.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"]["status"] == "fail"
+    assert_problem(orb.get(FILES), 503, "database_unavailable")
+
+    private_pg.start()
+    wait_until(
+        lambda: orb.get("/ready").status_code == 200, 90,
+        what="/ready once the database is back",
+    )
+    assert orb.upload(b"late", name="late.txt").status_code == 201
+    assert orb.counts() == (1, 1)

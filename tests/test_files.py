@@ -124,6 +124,16 @@ def test_raw_upload_query_name_is_nfc_and_unicode(server):
     assert record["name"] == "Caf\u00e9 \u65e5\u672c.txt"
 
 
+def test_name_is_a_label_not_a_path(server):
+    """A name with path parts is kept as given and touches no such path."""
+    name = "../../etc/passwd"
+    record = created(server.upload(b"label", name=name))
+    assert record["name"] == name
+    assert server.get(record["links"]["self"]).json()["name"] == name
+    assert not list(server.workdir.rglob("passwd"))
+    assert server.get(record["links"]["content"]).content == b"label"
+
+
 def test_chunked_upload(server):
     """A body sent with Transfer-Encoding: chunked is stored whole."""
     blocks = [os.urandom(300_000) for _ in range(5)]
@@ -661,6 +671,25 @@ def test_several_or_invalid_ranges_get_whole_body(sample, spec):
     assert response.status_code == 200, response.text
     assert "Content-Range" not in response.headers
     assert response.content == data
+
+
+def test_ranges_across_chunks_of_a_large_file(server):
+    """Ranges deep inside a multi-megabyte file give exactly their bytes."""
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    record = created(server.upload(data, name="large.bin"))
+    url = record["links"]["content"]
+    assert server.get(url).content == data
+    size = len(data)
+    for spec, first, last in (
+        ("bytes=1500000-2600000", 1500000, 2600000),
+        ("bytes=2000000-", 2000000, size - 1),
+        ("bytes=-1048577", size - 1048577, size - 1),
+    ):
+        response = server.get(url, headers={"Range": spec})
+        assert response.status_code == 206
+        assert response.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+        assert response.content == data[first:last + 1]
+    assert server.delete(record["links"]["self"]).status_code == 204
 
 
 def test_empty_file_content(server):

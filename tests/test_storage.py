@@ -4,9 +4,14 @@ import fcntl
 import hashlib
 import os
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from conftest import BACKENDS
+from conftest import database_env
+from orbserver import OrbServer
 
 
 def blob_path(orb, sha256: str):
@@ -53,15 +58,34 @@ def test_crash_leftovers_removed_at_start(make_server, backend):
     )
 
 
-@pytest.fixture(params=BACKENDS)
-def stocked(request, make_server):
-    """Return a server holding two files with distinct bytes."""
-    orb = make_server(request.param)
+@pytest.fixture(scope="module", params=BACKENDS)
+def stocked_server(request, workroot):
+    """Return a server holding two files with distinct bytes, per backend."""
+    orb = OrbServer(
+        Path(tempfile.mkdtemp(dir=workroot)),
+        database_env(request.param, request),
+    )
+    orb.start()
     records = [
         orb.upload(os.urandom(20_000 + index), name=f"f{index}").json()
         for index in range(2)
     ]
-    return orb, records
+    yield orb, records
+    orb.stop()
+
+
+@pytest.fixture
+def stocked(stocked_server):
+    """Yield the stocked server; put its blobs back as they were after."""
+    orb, records = stocked_server
+    saved = {
+        record["sha256"]: blob_path(orb, record["sha256"]).read_bytes()
+        for record in records
+    }
+    yield orb, records
+    for sha256, data in saved.items():
+        blob_path(orb, sha256).write_bytes(data)
+    assert orb.flask("orb", "fsck").returncode == 0
 
 
 def test_fsck_healthy(stocked):
