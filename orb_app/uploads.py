@@ -12,6 +12,8 @@ import json
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from flask import Request
 from werkzeug.http import parse_options_header
@@ -303,7 +305,7 @@ def _parse_metadata_field(raw: bytes) -> dict[str, str]:
 def name_from_request(request: Request) -> str:
     """Return the file name of a raw upload from the query or headers."""
     if "name" in request.args:
-        return clean_name(request.args["name"])
+        return clean_name(_query_name(request))
 
     disposition = request.headers.get("Content-Disposition", "")
     if disposition:
@@ -311,7 +313,7 @@ def name_from_request(request: Request) -> str:
         # RFC 6266 says filename* wins wherever it stands.
         extended = _FILENAME_STAR.search(disposition)
         if extended:
-            disposition = f"attachment; filename*={extended.group(1)}"
+            return clean_name(_decode_ext_value(extended.group(1)))
 
         _, options = parse_options_header(disposition)
         if "filename" in options:
@@ -322,6 +324,36 @@ def name_from_request(request: Request) -> str:
         "invalid_name",
         "Name the file with ?name= or a Content-Disposition filename.",
     )
+
+
+def _query_name(request: Request) -> str:
+    # Werkzeug keeps undecodable escapes as text ("%FF"), which would
+    # store a name the client never sent; refuse it instead.
+    query = request.query_string.decode("latin-1")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise _not_utf8_name() from None
+
+    return next(value for key, value in pairs if key == "name")
+
+
+def _decode_ext_value(value: str) -> str:
+    charset, _, rest = value.strip().strip('"').partition("'")
+    _, _, encoded = rest.partition("'")
+    if charset.lower() not in ("utf-8", "iso-8859-1"):
+        raise Problem(
+            400, "invalid_name", "filename* must be UTF-8 or ISO-8859-1."
+        )
+
+    try:
+        return unquote(encoded, encoding=charset, errors="strict")
+    except UnicodeDecodeError:
+        raise _not_utf8_name() from None
+
+
+def _not_utf8_name() -> Problem:
+    return Problem(400, "invalid_name", "The name is not valid UTF-8.")
 
 
 def clean_content_type(value: str) -> str:
