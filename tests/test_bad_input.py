@@ -78,6 +78,25 @@ def test_bad_name_raw(clean, name):
     assert_problem(clean.upload(b"data", name=name), 400, "invalid_name")
 
 
+def test_name_not_utf8(clean):
+    """Percent-escapes that are not UTF-8 are refused, not kept as text."""
+    answer = raw_exchange(
+        clean.port,
+        b"POST /api/v1/files?name=%FF%FEx HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    )
+    assert status_of(answer) == 400, answer
+    assert b'"invalid_name"' in answer
+    for disposition in (
+        "attachment; filename*=UTF-8''%FF%FE.txt",
+        "attachment; filename*=KOI8-R''%C1.txt",
+    ):
+        response = clean.post(
+            FILES, data=b"x", headers={"Content-Disposition": disposition}
+        )
+        assert_problem(response, 400, "invalid_name")
+
+
 def test_name_of_255_bytes_is_fine(server):
     """Exactly 255 UTF-8 bytes is still a valid name."""
     name = "\u00e9" * 127 + "a"
