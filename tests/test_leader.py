@@ -255,3 +255,19 @@ def test_signal_during_leader_wait_aborts(make_server, sig):
     assert f"{sig.name} received while waiting for Leader registration" in output
     assert "aborted" in output
     assert "Traceback" not in output
+
+
+def test_leader_password_never_shown(make_server, leader):
+    """A password in CLUSTER_LEADER_URL reaches neither /status nor logs."""
+    url = leader.url.replace("http://", "http://orb:s3cret-pw@")
+    orb = make_server("sqlite", CLUSTER_LEADER_URL=url, **LEADER_ENV)
+    wait_until(lambda: leader.count() >= 2, 30, what="heartbeats")
+    status = orb.get("/status")
+    assert "s3cret-pw" not in status.text
+    assert status.json()["leader"]["state"] == "registered"
+    assert status.json()["leader"]["url"].startswith("http://orb:")
+
+    assert orb.stop() == 0
+    assert "Leader registrar stopped" in orb.log_text()
+    assert "s3cret-pw" not in orb.log_text()
+    assert "s3cret-pw" not in orb.output()
