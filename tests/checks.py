@@ -22,7 +22,9 @@ def assert_problem(
 
 def raw_exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
     """Send raw bytes to 127.0.0.1:port and return the whole answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout
+    ) as sock:
         sock.sendall(data)
         chunks = []
         while True:

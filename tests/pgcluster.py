@@ -41,12 +41,26 @@ class PostgresCluster:
     def create(self) -> "PostgresCluster":
         """Initialise the cluster, start it and create database orb."""
         self._run(
-            "initdb", "-D", str(self.data), "-U", "orb", "--auth=trust",
-            "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "orb",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
         )
         self.start()
         self._run(
-            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "orb",
+            "createdb",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "orb",
             "orb",
         )
         return self
@@ -58,21 +72,38 @@ class PostgresCluster:
             "-c fsync=off -c full_page_writes=off"
         )
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"),
-            "-w", "-t", "60", "-o", options, "start",
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
         )
 
     def stop(self) -> None:
         """Stop the server at once, cutting every connection."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"
+        )
 
     def remove(self) -> None:
         """Stop the server if it runs and delete the cluster."""
         subprocess.run(
-            _as_owner([
-                str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
-                "-m", "immediate", "stop",
-            ]),
+            _as_owner(
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=60,

@@ -2,13 +2,17 @@
 
 import os
 import socket
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
 from checks import assert_problem
 from checks import raw_exchange
 from checks import status_of
+from conftest import database_env
+from orbserver import OrbServer
 from orbserver import wait_until
 from pgcluster import PostgresCluster
 
@@ -112,7 +116,9 @@ def test_bad_name_multipart(clean):
         FILES, files={"file": ("tab\there.txt", b"x", "text/plain")}
     )
     assert_problem(response, 400, "invalid_name")
-    response = clean.post(FILES, files={"file": ("a" * 300, b"x", "text/plain")})
+    response = clean.post(
+        FILES, files={"file": ("a" * 300, b"x", "text/plain")}
+    )
     assert_problem(response, 400, "invalid_name")
 
 
@@ -135,8 +141,12 @@ def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
         if filename is not None:
             disposition += f'; filename="{filename}"'
         body += (
-            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
-        ).encode() + data + b"\r\n"
+            (
+                f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -151,28 +161,43 @@ def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
         [("file", "a.txt", os.urandom(200_000)), ("file", "b.txt", b"two")],
         [("file", None, b"no filename")],
     ],
-    ids=["empty", "metadata-only", "other-part", "two-files",
-         "two-files-big", "file-field"],
+    ids=[
+        "empty",
+        "metadata-only",
+        "other-part",
+        "two-files",
+        "two-files-big",
+        "file-field",
+    ],
 )
 def test_multipart_needs_exactly_one_file(clean, parts):
     """No file part, two of them, or a file without filename is 400."""
     body, content_type = multipart(parts)
-    response = clean.post(FILES, data=body, headers={"Content-Type": content_type})
+    response = clean.post(
+        FILES, data=body, headers={"Content-Type": content_type}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["code"] in ("invalid_multipart", "invalid_name")
 
 
 @pytest.mark.parametrize(
     "metadata",
-    [b"not json", b"[1]", b'{"k": 1}', b'{"bad key": "v"}',
-     b'{"k": "' + b"v" * 1025 + b'"}'],
+    [
+        b"not json",
+        b"[1]",
+        b'{"k": 1}',
+        b'{"bad key": "v"}',
+        b'{"k": "' + b"v" * 1025 + b'"}',
+    ],
 )
 def test_bad_multipart_metadata(clean, metadata):
     """A metadata field that is not a flat string object is 400."""
     body, content_type = multipart(
         [("metadata", None, metadata), ("file", "m.txt", b"x")]
     )
-    response = clean.post(FILES, data=body, headers={"Content-Type": content_type})
+    response = clean.post(
+        FILES, data=body, headers={"Content-Type": content_type}
+    )
     assert_problem(response, 400, "invalid_metadata")
 
 
@@ -206,13 +231,17 @@ def test_truncated_multipart(clean):
 )
 def test_bad_metadata_header(clean, headers):
     """A metadata header with a bad key or long value is 400."""
-    assert_problem(clean.upload(b"x", headers=headers), 400, "invalid_metadata")
+    assert_problem(
+        clean.upload(b"x", headers=headers), 400, "invalid_metadata"
+    )
 
 
 def test_too_many_metadata_keys(clean):
     """More than 64 metadata keys is 400."""
     headers = {f"X-Orb-Meta-k{i}": "v" for i in range(65)}
-    assert_problem(clean.upload(b"x", headers=headers), 400, "invalid_metadata")
+    assert_problem(
+        clean.upload(b"x", headers=headers), 400, "invalid_metadata"
+    )
 
 
 @pytest.mark.parametrize(
@@ -273,7 +302,7 @@ def test_tampered_and_foreign_cursor(server):
 
     middle = len(cursor) // 2
     flipped = "A" if cursor[middle] != "A" else "B"
-    tampered = cursor[:middle] + flipped + cursor[middle + 1:]
+    tampered = cursor[:middle] + flipped + cursor[middle + 1 :]
     for bad in (tampered, cursor[:-3], "garbage", cursor + "x"):
         assert_problem(
             server.get(FILES, params={"limit": 1, "cursor": bad}),
@@ -282,7 +311,9 @@ def test_tampered_and_foreign_cursor(server):
         )
 
     assert_problem(
-        server.get(FILES, params={"limit": 1, "cursor": cursor, "prefix": "c"}),
+        server.get(
+            FILES, params={"limit": 1, "cursor": cursor, "prefix": "c"}
+        ),
         400,
         "invalid_parameter",
     )
@@ -293,7 +324,9 @@ def test_tampered_and_foreign_cursor(server):
 def test_unsatisfiable_range_stores_nothing(clean):
     """An unsatisfiable range is 416 and changes nothing."""
     record = clean.upload(b"0123456789", name="r.txt").json()
-    response = clean.get(record["links"]["content"], headers={"Range": "bytes=10-"})
+    response = clean.get(
+        record["links"]["content"], headers={"Range": "bytes=10-"}
+    )
     assert_problem(response, 416, "range_not_satisfiable")
     assert response.headers["Content-Range"] == "bytes */10"
     assert clean.delete(record["links"]["self"]).status_code == 204
@@ -314,16 +347,13 @@ def test_raw_body_without_length_is_411(clean):
 @pytest.fixture(scope="module")
 def small_server(request, workroot):
     """Return a SQLite server with a small upload limit, shared here."""
-    from conftest import database_env
-    from orbserver import OrbServer
-    import tempfile
-    from pathlib import Path
-
     workdir = Path(tempfile.mkdtemp(dir=workroot))
     orb = OrbServer(
         workdir,
-        {**database_env("sqlite", request),
-         "ORB_MAX_UPLOAD_BYTES": str(SMALL_LIMIT)},
+        {
+            **database_env("sqlite", request),
+            "ORB_MAX_UPLOAD_BYTES": str(SMALL_LIMIT),
+        },
     )
     orb.start()
     yield orb
@@ -334,7 +364,10 @@ def test_limit_exactly_is_accepted(small_server):
     """An upload of exactly ORB_MAX_UPLOAD_BYTES is stored."""
     response = small_server.upload(os.urandom(SMALL_LIMIT))
     assert response.status_code == 201, response.text
-    assert small_server.delete(response.json()["links"]["self"]).status_code == 204
+    assert (
+        small_server.delete(response.json()["links"]["self"]).status_code
+        == 204
+    )
 
 
 @pytest.mark.parametrize("size", [SMALL_LIMIT + 1, 20_000_000])
@@ -362,7 +395,9 @@ def test_too_large_chunked(small_server):
 def test_too_large_multipart(small_server):
     """A multipart file part past the limit is 413, with or without length."""
     before = small_server.snapshot()
-    body, content_type = multipart([("file", "big.bin", os.urandom(SMALL_LIMIT + 1))])
+    body, content_type = multipart(
+        [("file", "big.bin", os.urandom(SMALL_LIMIT + 1))]
+    )
     response = small_server.post(
         FILES, data=body, headers={"Content-Type": content_type}
     )
@@ -370,7 +405,7 @@ def test_too_large_multipart(small_server):
 
     def chunks():
         for start in range(0, len(body), 1000):
-            yield body[start:start + 1000]
+            yield body[start : start + 1000]
 
     response = small_server.post(
         FILES, data=chunks(), headers={"Content-Type": content_type}
@@ -401,7 +436,9 @@ def test_client_disconnects_mid_body(server, form):
     data = os.urandom(4_000_000)
     if form == "multipart":
         body, content_type = multipart([("file", "cut.bin", data)])
-        framing = f"Content-Type: {content_type}\r\nContent-Length: {len(body)}"
+        framing = (
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}"
+        )
     elif form == "raw":
         body = data
         framing = f"Content-Length: {len(body)}"
@@ -413,11 +450,11 @@ def test_client_disconnects_mid_body(server, form):
         f"POST {FILES}?name=cut.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"{framing}\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+    with socket.create_connection(
+        ("127.0.0.1", server.port), timeout=30
+    ) as sock:
         sock.sendall(head + body[: len(body) // 2])
-        wait_until(
-            lambda: server.temp_files(), 30, what="the upload to start"
-        )
+        wait_until(lambda: server.temp_files(), 30, what="the upload to start")
 
     wait_until(
         lambda: server.snapshot() == before,
@@ -466,7 +503,9 @@ def test_database_stopped_mid_run(make_server, private_pg):
         503,
         "database_unavailable",
     )
-    assert_problem(orb.delete(kept["links"]["self"]), 503, "database_unavailable")
+    assert_problem(
+        orb.delete(kept["links"]["self"]), 503, "database_unavailable"
+    )
     assert orb.blob_files() == blobs
     assert orb.temp_files() == temps == []
 
@@ -494,7 +533,9 @@ def test_database_down_at_start(make_server, private_pg):
     """Orb starts without its database and migrates once it appears."""
     private_pg.stop()
     orb = make_server(
-        "postgresql", start=False, DATABASE_URL=private_pg.url,
+        "postgresql",
+        start=False,
+        DATABASE_URL=private_pg.url,
         ORB_WORKERS="1",
     )
     orb.start(ready=False)
@@ -505,7 +546,8 @@ def test_database_down_at_start(make_server, private_pg):
 
     private_pg.start()
     wait_until(
-        lambda: orb.get("/ready").status_code == 200, 90,
+        lambda: orb.get("/ready").status_code == 200,
+        90,
         what="/ready once the database is back",
     )
     assert orb.upload(b"late", name="late.txt").status_code == 201

@@ -34,9 +34,15 @@ def test_100_mib_round_trip_by_curl(make_server, tmp_path):
 
     upload = subprocess.run(
         [
-            "curl", "-sS", "--fail-with-body", "--data-binary", f"@{source}",
-            "-H", "Content-Type: application/octet-stream",
-            "-H", f"X-Orb-SHA256: {expected}",
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "--data-binary",
+            f"@{source}",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            f"X-Orb-SHA256: {expected}",
             f"{orb.url}/api/v1/files?name=big.bin",
         ],
         capture_output=True,
@@ -51,7 +57,11 @@ def test_100_mib_round_trip_by_curl(make_server, tmp_path):
     target = tmp_path / "back.bin"
     download = subprocess.run(
         [
-            "curl", "-sS", "--fail", "-o", str(target),
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            str(target),
             orb.url + record["links"]["content"],
         ],
         capture_output=True,

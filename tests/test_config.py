@@ -88,8 +88,6 @@ def test_environment_wins_over_native_env(make_server, tmp_path):
     env_file = write_env_file(
         tmp_path / "native_env", "ORB_API_PORT=notaport\nORB_THREADS=2\n"
     )
-    orb = make_server(
-        "sqlite", ORB_ENV_FILE=env_file, ORB_API_PORT=str(port)
-    )
+    orb = make_server("sqlite", ORB_ENV_FILE=env_file, ORB_API_PORT=str(port))
     assert orb.port == port
     assert orb.get("/health").status_code == 200

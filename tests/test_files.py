@@ -55,8 +55,15 @@ def test_raw_upload_record_and_headers(server):
     record = created(response)
 
     assert set(record) == {
-        "id", "name", "size", "content_type", "sha256", "metadata",
-        "created_at", "updated_at", "links",
+        "id",
+        "name",
+        "size",
+        "content_type",
+        "sha256",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "links",
     }
     assert str(uuid.UUID(record["id"])) == record["id"]
     assert record["name"] == "raw.bin"
@@ -96,7 +103,7 @@ def test_raw_upload_content_type_default_and_given(server):
         ('attachment; filename="plain.txt"', "plain.txt"),
         ("attachment; filename=bare.txt", "bare.txt"),
         (
-            "attachment; filename=\"fallback.txt\"; "
+            'attachment; filename="fallback.txt"; '
             "filename*=UTF-8''%E2%82%AC%20rates.txt",
             "\u20ac rates.txt",
         ),
@@ -197,13 +204,18 @@ def test_metadata_headers(server):
     raw = created(
         server.upload(
             b"meta",
-            headers={"X-Orb-Meta-Project": "apollo", "X-Orb-Meta-owner": "ann"},
+            headers={
+                "X-Orb-Meta-Project": "apollo",
+                "X-Orb-Meta-owner": "ann",
+            },
         )
     )
     assert raw["metadata"] == {"project": "apollo", "owner": "ann"}
 
     utf8 = created(
-        server.upload(b"utf8", headers={"X-Orb-Meta-city": "Z\u00fcrich".encode()})
+        server.upload(
+            b"utf8", headers={"X-Orb-Meta-city": "Z\u00fcrich".encode()}
+        )
     )
     assert utf8["metadata"] == {"city": "Z\u00fcrich"}
 
@@ -234,7 +246,8 @@ def test_digest_match_is_accepted(server, header):
 def test_content_digest_among_other_algorithms(server):
     """Content-Digest may list other algorithms beside sha-256."""
     data = os.urandom(1000)
-    value = f"sha-512=:{base64.b64encode(hashlib.sha512(data).digest()).decode()}:, sha-256=:{sha256_b64(data)}:"
+    sha512 = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    value = f"sha-512=:{sha512}:, sha-256=:{sha256_b64(data)}:"
     created(server.upload(data, headers={"Content-Digest": value}))
 
 
@@ -319,7 +332,9 @@ def test_concurrent_uploads_and_deletes_of_same_bytes(server):
 
     with ThreadPoolExecutor(8) as pool:
         statuses = list(
-            pool.map(lambda r: server.delete(r["links"]["self"]).status_code, second)
+            pool.map(
+                lambda r: server.delete(r["links"]["self"]).status_code, second
+            )
         )
     assert statuses == [204] * 8
     assert server.counts() == (files_before, blobs_before)
@@ -332,7 +347,9 @@ def test_concurrent_uploads_and_deletes_of_same_bytes(server):
 
 def upload_named(server, names: list[str], **kwargs) -> list[dict]:
     return [
-        created(server.upload(name.encode() + os.urandom(8), name=name, **kwargs))
+        created(
+            server.upload(name.encode() + os.urandom(8), name=name, **kwargs)
+        )
         for name in names
     ]
 
@@ -393,7 +410,9 @@ def test_list_pagination_over_new_uploads_is_stable(server):
     records = upload_named(server, [f"{prefix}{i}" for i in range(4)])
     first = listing(server, prefix=prefix, limit=2)
     upload_named(server, [f"{prefix}new"])
-    second = listing(server, prefix=prefix, limit=2, cursor=first["next_cursor"])
+    second = listing(
+        server, prefix=prefix, limit=2, cursor=first["next_cursor"]
+    )
     ids = [item["id"] for item in first["items"] + second["items"]]
     assert ids == [record["id"] for record in reversed(records)]
 
@@ -405,7 +424,9 @@ def test_list_prefix_with_like_metacharacters(server):
     upload_named(server, names)
 
     def names_for(prefix):
-        return sorted(item["name"] for item in listing(server, prefix=prefix)["items"])
+        return sorted(
+            item["name"] for item in listing(server, prefix=prefix)["items"]
+        )
 
     assert names_for(base) == sorted(names)
     assert names_for(f"{base}%") == sorted([f"{base}%x", f"{base}%_z"])
@@ -423,9 +444,7 @@ def test_list_by_sha256_and_content_type(server):
         created(server.upload(data, name="b.bin")),
     ]
     kind = f"application/x-orb-{uuid.uuid4().hex[:8]}"
-    typed = created(
-        server.upload(b"typed", headers={"Content-Type": kind})
-    )
+    typed = created(server.upload(b"typed", headers={"Content-Type": kind}))
 
     by_sha = listing(server, sha256=sha256_hex(data).upper())
     assert sorted(item["id"] for item in by_sha["items"]) == sorted(
@@ -454,7 +473,10 @@ def test_patch_rename_and_merge_metadata(server, content_type):
             headers={"X-Orb-Meta-keep": "k", "X-Orb-Meta-drop": "d"},
         )
     )
-    patch = {"name": "after \u00e9.txt", "metadata": {"drop": None, "new": "n"}}
+    patch = {
+        "name": "after \u00e9.txt",
+        "metadata": {"drop": None, "new": "n"},
+    }
     response = server.patch(
         record["links"]["self"],
         data=json.dumps(patch),
@@ -485,23 +507,31 @@ def test_patch_bad_bodies(server):
     url = record["links"]["self"]
 
     assert_problem(
-        server.patch(url, data='{"name": "x"}', headers={"Content-Type": "text/plain"}),
+        server.patch(
+            url, data='{"name": "x"}', headers={"Content-Type": "text/plain"}
+        ),
         415,
         "unsupported_media_type",
     )
     assert_problem(
-        server.patch(url, data="{not json", headers={"Content-Type": "application/json"}),
+        server.patch(
+            url, data="{not json", headers={"Content-Type": "application/json"}
+        ),
         400,
         "invalid_json",
     )
     for body in ("[1, 2]", '"name"', "null", "3"):
         assert_problem(
-            server.patch(url, data=body, headers={"Content-Type": "application/json"}),
+            server.patch(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ),
             400,
             "invalid_patch",
         )
 
-    assert_problem(server.patch(url, json={"name": "a\x07b"}), 400, "invalid_name")
+    assert_problem(
+        server.patch(url, json={"name": "a\x07b"}), 400, "invalid_name"
+    )
     assert_problem(server.patch(url, json={"name": None}), 400, "invalid_name")
     assert_problem(server.patch(url, json={"size": 3}), 400, "invalid_patch")
     assert_problem(
@@ -531,9 +561,13 @@ def test_delete_twice(server):
     first = server.delete(record["links"]["self"])
     assert first.status_code == 204
     assert first.content == b""
-    assert_problem(server.delete(record["links"]["self"]), 404, "file_not_found")
+    assert_problem(
+        server.delete(record["links"]["self"]), 404, "file_not_found"
+    )
     assert_problem(server.get(record["links"]["self"]), 404, "file_not_found")
-    assert_problem(server.get(record["links"]["content"]), 404, "file_not_found")
+    assert_problem(
+        server.get(record["links"]["content"]), 404, "file_not_found"
+    )
 
 
 # Content
@@ -576,11 +610,13 @@ def test_content_headers(sample):
     assert headers["Content-Security-Policy"] == "sandbox"
 
     modified = parsedate_to_datetime(headers["Last-Modified"])
-    created_at = datetime.fromisoformat(record["created_at"].replace("Z", "+00:00"))
+    created_at = datetime.fromisoformat(
+        record["created_at"].replace("Z", "+00:00")
+    )
     assert modified == created_at.replace(microsecond=0)
 
     disposition = headers["Content-Disposition"]
-    assert disposition.startswith("attachment; filename=\"")
+    assert disposition.startswith('attachment; filename="')
     match = re.search(r'filename="([^"]*)"', disposition)
     assert match and match.group(1).isascii()
     assert "\\" not in match.group(1) and ";" not in match.group(1)
@@ -605,9 +641,15 @@ def test_content_head(sample):
     assert head.status_code == 200
     assert head.content == b""
     for name in (
-        "Content-Type", "Content-Length", "ETag", "Repr-Digest",
-        "Last-Modified", "Accept-Ranges", "X-Content-Type-Options",
-        "Content-Security-Policy", "Content-Disposition",
+        "Content-Type",
+        "Content-Length",
+        "ETag",
+        "Repr-Digest",
+        "Last-Modified",
+        "Accept-Ranges",
+        "X-Content-Type-Options",
+        "Content-Security-Policy",
+        "Content-Disposition",
     ):
         assert head.headers[name] == get.headers[name], name
 
@@ -634,7 +676,7 @@ def test_single_ranges(sample, spec, first, last):
     assert response.status_code == 206, response.text
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/1000"
     assert response.headers["Content-Length"] == str(last - first + 1)
-    assert response.content == data[first:last + 1]
+    assert response.content == data[first : last + 1]
     assert response.headers["ETag"] == f'"{sha256_hex(data)}"'
 
 
@@ -687,8 +729,10 @@ def test_ranges_across_chunks_of_a_large_file(server):
     ):
         response = server.get(url, headers={"Range": spec})
         assert response.status_code == 206
-        assert response.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
-        assert response.content == data[first:last + 1]
+        assert (
+            response.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+        )
+        assert response.content == data[first : last + 1]
     assert server.delete(record["links"]["self"]).status_code == 204
 
 
@@ -700,7 +744,9 @@ def test_empty_file_content(server):
     assert response.status_code == 200
     assert response.content == b""
     assert response.headers["Content-Length"] == "0"
-    ranged = server.get(record["links"]["content"], headers={"Range": "bytes=0-"})
+    ranged = server.get(
+        record["links"]["content"], headers={"Range": "bytes=0-"}
+    )
     assert_problem(ranged, 416, "range_not_satisfiable")
     assert ranged.headers["Content-Range"] == "bytes */0"
 
@@ -715,7 +761,10 @@ def test_if_none_match(sample):
         assert response.status_code == 304, value
         assert response.content == b""
         assert response.headers["ETag"] == etag
-    assert server.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+    assert (
+        server.get(url, headers={"If-None-Match": '"other"'}).status_code
+        == 200
+    )
     assert server.head(url, headers={"If-None-Match": etag}).status_code == 304
 
 
@@ -725,7 +774,9 @@ def test_if_match(sample):
     etag = f'"{sha256_hex(data)}"'
     url = record["links"]["content"]
     assert_problem(
-        server.get(url, headers={"If-Match": '"other"'}), 412, "precondition_failed"
+        server.get(url, headers={"If-Match": '"other"'}),
+        412,
+        "precondition_failed",
     )
     assert server.get(url, headers={"If-Match": etag}).status_code == 200
     assert server.get(url, headers={"If-Match": "*"}).status_code == 200
@@ -741,7 +792,8 @@ def test_if_none_match_overrides_if_modified_since(sample):
     url = record["links"]["content"]
     modified = server.head(url).headers["Last-Modified"]
     response = server.get(
-        url, headers={"If-None-Match": '"other"', "If-Modified-Since": modified}
+        url,
+        headers={"If-None-Match": '"other"', "If-Modified-Since": modified},
     )
     assert response.status_code == 200
     response = server.get(
@@ -760,12 +812,24 @@ def test_if_modified_since(sample):
     url = record["links"]["content"]
     modified = server.head(url).headers["Last-Modified"]
     moment = parsedate_to_datetime(modified)
-    assert server.get(url, headers={"If-Modified-Since": modified}).status_code == 304
+    assert (
+        server.get(url, headers={"If-Modified-Since": modified}).status_code
+        == 304
+    )
     later = http_date(moment + timedelta(hours=1))
-    assert server.get(url, headers={"If-Modified-Since": later}).status_code == 304
+    assert (
+        server.get(url, headers={"If-Modified-Since": later}).status_code
+        == 304
+    )
     earlier = http_date(moment - timedelta(seconds=1))
-    assert server.get(url, headers={"If-Modified-Since": earlier}).status_code == 200
-    assert server.get(url, headers={"If-Modified-Since": "garbage"}).status_code == 200
+    assert (
+        server.get(url, headers={"If-Modified-Since": earlier}).status_code
+        == 200
+    )
+    assert (
+        server.get(url, headers={"If-Modified-Since": "garbage"}).status_code
+        == 200
+    )
 
 
 def test_if_unmodified_since(sample):
@@ -780,7 +844,10 @@ def test_if_unmodified_since(sample):
         "precondition_failed",
     )
     same = http_date(moment)
-    assert server.get(url, headers={"If-Unmodified-Since": same}).status_code == 200
+    assert (
+        server.get(url, headers={"If-Unmodified-Since": same}).status_code
+        == 200
+    )
 
 
 def test_if_range(sample):
@@ -791,12 +858,16 @@ def test_if_range(sample):
     modified = server.head(url).headers["Last-Modified"]
 
     for validator in (etag, modified):
-        response = server.get(url, headers={"Range": "bytes=0-9", "If-Range": validator})
+        response = server.get(
+            url, headers={"Range": "bytes=0-9", "If-Range": validator}
+        )
         assert response.status_code == 206, validator
         assert response.content == data[:10]
 
     stale_date = http_date(parsedate_to_datetime(modified) - timedelta(days=1))
     for validator in ('"other"', f"W/{etag}", stale_date):
-        response = server.get(url, headers={"Range": "bytes=0-9", "If-Range": validator})
+        response = server.get(
+            url, headers={"Range": "bytes=0-9", "If-Range": validator}
+        )
         assert response.status_code == 200, validator
         assert response.content == data

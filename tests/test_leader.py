@@ -100,7 +100,8 @@ def test_status_shows_registration_from_every_worker(registered):
     """Every worker's /status shows the registrar's true state."""
     orb, leader = registered
     wait_until(
-        lambda: leader_state(orb)["heartbeats_ok"] >= 1, 30,
+        lambda: leader_state(orb)["heartbeats_ok"] >= 1,
+        30,
         what="a counted heartbeat",
     )
     for _ in range(10):
@@ -115,7 +116,8 @@ def test_status_shows_registration_from_every_worker(registered):
 
     first = leader_state(orb)["heartbeats_ok"]
     wait_until(
-        lambda: leader_state(orb)["heartbeats_ok"] >= first + 2, 30,
+        lambda: leader_state(orb)["heartbeats_ok"] >= first + 2,
+        30,
         what="the heartbeat count to grow",
     )
 
@@ -126,16 +128,16 @@ def test_heartbeats_survive_sighup(registered):
     old_workers = worker_pids(orb.process.pid)
     os.kill(orb.process.pid, signal.SIGHUP)
     wait_until(
-        lambda: worker_pids(orb.process.pid).isdisjoint(old_workers)
-        and len(worker_pids(orb.process.pid)) == 2,
+        lambda: (
+            worker_pids(orb.process.pid).isdisjoint(old_workers)
+            and len(worker_pids(orb.process.pid)) == 2
+        ),
         60,
         what="new workers",
     )
     seen = leader.count()
     wait_until(lambda: leader.count() >= seen + 3, 30, what="heartbeats")
-    wait_until(
-        lambda: orb.get("/ready").status_code == 200, 30, what="/ready"
-    )
+    wait_until(lambda: orb.get("/ready").status_code == 200, 30, what="/ready")
     assert leader_state(orb)["state"] == "registered"
 
 
@@ -146,8 +148,10 @@ def test_heartbeats_survive_killed_worker(registered):
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     wait_until(
-        lambda: victim not in worker_pids(orb.process.pid)
-        and len(worker_pids(orb.process.pid)) == 2,
+        lambda: (
+            victim not in worker_pids(orb.process.pid)
+            and len(worker_pids(orb.process.pid)) == 2
+        ),
         60,
         what="a replacement worker",
     )
@@ -163,8 +167,10 @@ def test_reregisters_after_leader_restart(registered):
     registered_at = leader_state(orb)["registered_at"]
     leader.stop()
     lost = wait_until(
-        lambda: leader_state(orb)["state"] in ("lost", "waiting")
-        and leader_state(orb),
+        lambda: (
+            leader_state(orb)["state"] in ("lost", "waiting")
+            and leader_state(orb)
+        ),
         30,
         what="the Leader to be missed",
     )
@@ -175,8 +181,9 @@ def test_reregisters_after_leader_restart(registered):
     leader.start()
     wait_until(lambda: leader.count() > seen, 30, what="a new registration")
     state = wait_until(
-        lambda: leader_state(orb)["state"] == "registered"
-        and leader_state(orb),
+        lambda: (
+            leader_state(orb)["state"] == "registered" and leader_state(orb)
+        ),
         30,
         what="registered again",
     )
@@ -195,7 +202,8 @@ def test_standalone_without_leader_url(make_server):
     for _ in range(4):
         orb.get("/status")
     lines = [
-        line for line in orb.log_text().splitlines()
+        line
+        for line in orb.log_text().splitlines()
         if "standalone" in line.lower()
     ]
     assert len(lines) == 1, lines
@@ -252,7 +260,9 @@ def test_signal_during_leader_wait_aborts(make_server, sig):
     assert status != 0
     assert refuses_connections(orb.port)
     output = orb.output()
-    assert f"{sig.name} received while waiting for Leader registration" in output
+    assert (
+        f"{sig.name} received while waiting for Leader registration" in output
+    )
     assert "aborted" in output
     assert "Traceback" not in output
 

@@ -10,7 +10,9 @@ from orbserver import wait_until
 def query(url: str, sql: str) -> list[tuple]:
     parts = make_url(url)
     connection = psycopg2.connect(
-        host=parts.host, port=parts.port, user=parts.username,
+        host=parts.host,
+        port=parts.port,
+        user=parts.username,
         dbname=parts.database,
     )
     try:
@@ -41,7 +43,10 @@ def test_two_nodes_start_together(make_server, pg_admin_url):
 
     versions = query(url, "SELECT version_num FROM lunaricorn.alembic_version")
     assert len(versions) == 1
-    assert versions[0][0] == nodes[0].get("/status").json()["database"]["revision"]
+    assert (
+        versions[0][0]
+        == nodes[0].get("/status").json()["database"]["revision"]
+    )
 
     tables = query(
         url,

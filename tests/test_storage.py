@@ -121,7 +121,10 @@ def test_fsck_reports_missing_blob(stocked):
     blob_path(orb, records[1]["sha256"]).unlink()
     result = orb.flask("orb", "fsck")
     assert result.returncode == 1
-    assert f"missing {records[1]['sha256']} files: {records[1]['id']}" in result.stdout
+    assert (
+        f"missing {records[1]['sha256']} files: {records[1]['id']}"
+        in result.stdout
+    )
 
 
 def test_fsck_orphans_and_repair(stocked):
