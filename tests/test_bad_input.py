@@ -236,6 +236,12 @@ def test_bad_metadata_header(clean, headers):
     )
 
 
+def test_metadata_header_with_underscore_is_refused(clean):
+    """Such a header was once dropped silently, losing the metadata."""
+    response = clean.upload(b"x", headers={"X-Orb-Meta-my_key": "v"})
+    assert response.status_code == 400
+
+
 def test_too_many_metadata_keys(clean):
     """More than 64 metadata keys is 400."""
     headers = {f"X-Orb-Meta-k{i}": "v" for i in range(65)}
