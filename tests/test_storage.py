@@ -56,6 +56,10 @@ def test_crash_leftovers_removed_at_start(make_server, backend):
         "Start-up clean-up removed 1 partial files and 1 orphan blobs"
         in orb.log_text()
     )
+    earlier = list(orb.log_dir.glob("orb_api.*.log"))
+    assert len(earlier) == 1
+    assert "Stored file " + kept["id"] in earlier[0].read_text()
+    assert "Stored file " + kept["id"] not in orb.log_text()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
