@@ -22,7 +22,7 @@ max_requests = 0
 # Timeouts: `timeout` is the worker heartbeat, not a per-request limit, so a
 # multi-gigabyte upload may take as long as it needs.
 timeout = 60
-graceful_timeout = 30
+graceful_timeout = settings.graceful_timeout
 keepalive = 5
 
 # Requests
@@ -36,13 +36,16 @@ header_map = "refuse"
 # Logging: everything goes through the handlers set up in on_starting.
 logger_class = "orb_app.server.GunicornLogger"
 accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'
+access_log_format = (
+    '%(h)s "%(r)s" %(s)s %(B)s %(M)sms rid=%({x-request-id}o)s'
+)
 loglevel = settings.log_level.lower()
 
 # Process
 proc_name = f"orb:{settings.node_key}"
 control_socket_disable = True
-sendfile = True
+# sendfile stays unset: gunicorn reads any value here, even True, as
+# --no-sendfile, and downloads would then be copied through Python.
 
 
 def on_starting(arbiter):
@@ -53,3 +56,23 @@ def on_starting(arbiter):
 def on_exit(arbiter):
     """Stop the Leader registrar."""
     server.on_exit()
+
+
+def post_worker_init(worker):
+    """Arm the shutdown abort and start the Signaling dispatcher."""
+    server.post_worker_init(settings)
+
+
+def post_request(worker, req, environ, resp):
+    """Count the request in the metrics."""
+    server.post_request(environ, resp)
+
+
+def child_exit(arbiter, worker):
+    """Drop the metrics files of the exited worker."""
+    server.child_exit(worker.pid)
+
+
+def worker_exit(arbiter, worker):
+    """Stop the Signaling dispatcher thread of this worker."""
+    server.worker_exit()

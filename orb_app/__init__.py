@@ -4,6 +4,7 @@ from flask import Flask
 
 from . import cli
 from . import files
+from . import metrics
 from . import status
 from .config import Settings
 from .config import load_settings
@@ -13,6 +14,8 @@ from .database import head_revision
 from .extensions import db
 from .extensions import migrate
 from .problems import register_error_handlers
+from .request_ids import RequestIdMiddleware
+from .shutdown import ShutdownMiddleware
 from .storage import LocalBlobStore
 
 
@@ -38,6 +41,7 @@ def create_app(
     register_blueprints(app)
     register_error_handlers(app)
     cli.register_commands(app)
+    register_operations(app)
     return app
 
 
@@ -60,3 +64,10 @@ def register_blueprints(app: Flask) -> None:
     """Mount the status and files blueprints."""
     app.register_blueprint(status.bp)
     app.register_blueprint(files.bp)
+
+
+def register_operations(app: Flask) -> None:
+    """Add metrics, request ids and shutdown tracking around the app."""
+    metrics.init_app(app)
+    app.wsgi_app = ShutdownMiddleware(app.wsgi_app)
+    app.wsgi_app = RequestIdMiddleware(app.wsgi_app)

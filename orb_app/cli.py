@@ -7,9 +7,13 @@ from flask import Flask
 from flask import current_app
 from flask.cli import AppGroup
 
+from . import events
 from . import maintenance
+from .extensions import db
 
 orb_cli = AppGroup("orb", help="Orb maintenance commands.")
+events_cli = AppGroup("events", help="Signaling outbox commands.")
+orb_cli.add_command(events_cli)
 
 
 def register_commands(app: Flask) -> None:
@@ -53,3 +57,10 @@ def prepare_command() -> None:
             f"Start-up clean-up removed {leftovers} partial files and "
             f"{orphans} orphan blobs"
         )
+
+
+@events_cli.command("retry")
+def events_retry_command() -> None:
+    """Put events parked as failed back in the Signaling queue."""
+    count = events.requeue_failed(db.session)
+    click.echo(f"re-queued {count} parked events")

@@ -68,6 +68,7 @@ class Settings:
     signaling_push_port: int = 5557
     signaling_timeout_ms: int = 3000
     signaling_max_attempts: int = 20
+    signaling_backoff_ms: int = 500
     event_retention_days: float = 7.0
     database_url: str = field(default="", repr=False)
     db_backend: str = "sqlite"
@@ -79,6 +80,8 @@ class Settings:
     log_format: str = "text"
     log_max_bytes: int = 100 * 1024 * 1024
     log_backups: int = 10
+    graceful_timeout: int = 30
+    metrics_dir: Path = Path("tmp/data/run/metrics")
     leader_wait_timeout: float = 600.0
     max_upload_bytes: int = 10 * GIB
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
@@ -169,6 +172,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         signaling_max_attempts=reader.integer(
             "ORB_SIGNALING_MAX_ATTEMPTS", 20, 1, 1_000_000
         ),
+        signaling_backoff_ms=reader.integer(
+            "ORB_SIGNALING_BACKOFF_MS", 500, 1, 30_000
+        ),
         event_retention_days=reader.number("ORB_EVENT_RETENTION_DAYS", 7.0),
         database_url=database_url,
         db_backend=backend,
@@ -194,6 +200,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             "ORB_LOG_MAX_BYTES", 100 * 1024 * 1024, 1024, 2**40
         ),
         log_backups=reader.integer("ORB_LOG_BACKUPS", 10, 0, 1000),
+        graceful_timeout=reader.integer("ORB_GRACEFUL_TIMEOUT", 30, 1, 86400),
+        metrics_dir=reader.path(
+            "PROMETHEUS_MULTIPROC_DIR", data_dir / "run" / "metrics"
+        ),
         leader_wait_timeout=reader.number("ORB_LEADER_WAIT_TIMEOUT", 600.0),
         max_upload_bytes=reader.integer(
             "ORB_MAX_UPLOAD_BYTES", 10 * GIB, 0, 2**62

@@ -1,5 +1,6 @@
 """Engine settings, SQLite behaviour, and the migration state of the schema."""
 
+import select
 import sqlite3
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import Pool
 
 from .config import Settings
 from .extensions import db
@@ -23,11 +26,12 @@ def engine_options(settings: Settings) -> dict:
     if settings.db_backend == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
 
+    # One connection per worker thread; liveness is checked at checkout
+    # without a round trip (_drop_closed_connection), not by pre-ping.
     return {
         "pool_size": settings.threads,
         "max_overflow": 4,
         "pool_timeout": 10,
-        "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": {
             "options": f"-c search_path={settings.db_schema}",
@@ -53,6 +57,28 @@ def _sqlite_on_connect(dbapi_connection, connection_record) -> None:
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+@event.listens_for(Pool, "checkout")
+def _drop_closed_connection(
+    dbapi_connection, connection_record, connection_proxy
+) -> None:
+    """Replace a pooled PostgreSQL connection that the server has closed.
+
+    An idle connection has nothing to read, so a readable socket means
+    the server said goodbye (a restart, a terminated backend). This costs
+    no round trip, where pool_pre_ping sends a query on every checkout.
+    """
+    if not type(dbapi_connection).__module__.startswith("psycopg2"):
+        return
+
+    if dbapi_connection.closed:
+        raise DisconnectionError("The connection is closed")
+
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("The database closed the connection")
 
 
 @event.listens_for(Engine, "begin")

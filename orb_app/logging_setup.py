@@ -13,6 +13,7 @@ from pathlib import Path
 from concurrent_log_handler import ConcurrentRotatingFileHandler
 
 from .config import Settings
+from .request_ids import RequestIdFilter
 
 LOG_FILE_NAME = "orb_api.log"
 FILE_FORMAT = (
@@ -41,6 +42,10 @@ def setup_logging(settings: Settings) -> Path:
         logging.Formatter(CONSOLE_FORMAT, CONSOLE_DATE_FORMAT)
     )
 
+    for handler in (file_handler, console):
+        handler.setLevel(settings.log_level)
+        handler.addFilter(RequestIdFilter())
+
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -59,7 +64,7 @@ def _file_formatter(settings: Settings) -> logging.Formatter:
 
         return JsonFormatter(
             "%(asctime)s %(name)s %(levelname)s %(filename)s %(lineno)d"
-            " %(funcName)s %(process)d %(message)s",
+            " %(funcName)s %(process)d %(request_id)s %(message)s",
             rename_fields={"levelname": "level", "asctime": "time"},
         )
 

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger
 from sqlalchemy import DateTime
 from sqlalchemy import ForeignKey
 from sqlalchemy import Index
+from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy import TypeDecorator
 from sqlalchemy import Uuid
@@ -100,6 +101,41 @@ class FileRecord(db.Model):
             "updated_at": rfc3339(self.updated_at),
             "links": {"self": location, "content": f"{location}/content"},
         }
+
+
+class OutboxEvent(db.Model):
+    """A Signaling event, written in the transaction of its change.
+
+    `id` orders delivery. On PostgreSQL two transactions could take ids in
+    one order and commit in the other, so a dispatcher reading "pending,
+    by id" might deliver 6 before 5 becomes visible. `events.record` takes
+    a transaction-long advisory lock before inserting, so from the insert
+    (which takes the id) to the commit only one writer holds the outbox:
+    ids are handed out in commit order. The lock covers only the last
+    moments of a change, after its bytes are on disk. SQLite starts every
+    write transaction IMMEDIATE, which gives the same order for free.
+    """
+
+    __tablename__ = "orb_events"
+    __table_args__ = (
+        Index("ix_orb_events_status_id", "status", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -15,6 +15,9 @@ import time
 
 from gunicorn import glogging
 
+from . import dispatcher
+from . import metrics
+from . import shutdown
 from .config import PROJECT_ROOT
 from .config import ConfigError
 from .config import Settings
@@ -47,6 +50,7 @@ def on_starting(settings: Settings) -> None:
     global _registrar
 
     setup_logging(settings)
+    metrics.prepare_directory(settings)
     os.environ[STARTED_AT_VARIABLE] = str(time.time())
     log.info(
         "Starting Orb on port %d (%s, storage %s)",
@@ -72,6 +76,32 @@ def on_exit() -> None:
         _registrar.stop()
 
     log.info("Orb stopped")
+
+
+def post_worker_init(settings: Settings) -> None:
+    """Set up the worker after the fork: metrics, shutdown, dispatcher."""
+    metrics.init_worker()
+    shutdown.install(settings.graceful_timeout)
+    dispatcher.start(settings)
+
+
+def post_request(environ: dict, response) -> None:
+    """Count a finished request and stop tracking its connection."""
+    shutdown.end_request(environ)
+    if response is None:
+        return
+
+    metrics.observe_request(environ, response.status_code, response.sent)
+
+
+def child_exit(pid: int) -> None:
+    """Drop the metrics files of a worker that exited."""
+    metrics.mark_process_dead(pid)
+
+
+def worker_exit() -> None:
+    """Stop the worker's Signaling dispatcher thread."""
+    dispatcher.stop()
 
 
 def prepare_database() -> bool:

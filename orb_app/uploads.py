@@ -8,8 +8,11 @@ on disk (fsynced) but not yet published or recorded.
 
 import base64
 import binascii
+import io
 import json
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from dataclasses import field
 from urllib.parse import parse_qsl
@@ -37,6 +40,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 MAX_FORM_FIELD_BYTES = 96 * 1024
 MAX_PARTS = 16
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+RECEIVE_BUFFER = 1024 * 1024
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _FILENAME_STAR = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", re.I)
@@ -60,6 +64,7 @@ class BodyReader:
     """Read a request body in blocks, enforcing length and size limits."""
 
     def __init__(self, request: Request, limit: int) -> None:
+        self.environ = request.environ
         self.stream = request.environ["wsgi.input"]
         self.expected = request.content_length
         self.limit = limit
@@ -80,6 +85,12 @@ class BodyReader:
         if self.expected is not None and self.expected > self.limit:
             raise _too_large(self.limit)
 
+    def count(self, size: int) -> None:
+        """Add `size` received bytes, refusing a body over the limit."""
+        self.received += size
+        if self.received > self.limit:
+            raise _too_large(self.limit)
+
     def read(self) -> bytes:
         """Return the next block of the body, b"" at its end."""
         try:
@@ -91,9 +102,7 @@ class BodyReader:
                 "The request body ended early or was malformed.",
             ) from None
 
-        self.received += len(block)
-        if self.received > self.limit:
-            raise _too_large(self.limit)
+        self.count(len(block))
 
         if not block and self.expected and self.received < self.expected:
             raise Problem(
@@ -149,11 +158,150 @@ def receive_upload(request: Request, store: BlobStore, limit: int) -> Upload:
 
 def _copy_raw(reader: BodyReader, pending: PendingBlob) -> None:
     try:
-        while block := reader.read():
-            pending.write(block)
+        if not _copy_from_socket(reader, pending):
+            while block := reader.read():
+                pending.write(block)
     except BaseException:
         pending.discard()
         raise
+
+
+def _copy_from_socket(reader: BodyReader, pending: PendingBlob) -> bool:
+    """Receive a Content-Length body straight from gunicorn's socket.
+
+    gunicorn's body reader copies every block through several BytesIO
+    buffers; here the bytes it already holds are taken first, then the
+    rest is received into reused buffers that are hashed and written from
+    in place, by a helper thread while the next block arrives. Answers
+    False (nothing read) for any other server or body framing, which then
+    goes through the WSGI input.
+    """
+    direct = _direct_body(reader)
+    if direct is None:
+        return False
+
+    body, length_reader, sock = direct
+    held = body.buf.getvalue()
+    body.buf = io.BytesIO()
+    ahead = length_reader.unreader.take_buffered()
+    if ahead:
+        mine = ahead[: length_reader.length]
+        length_reader.unreader.unread(ahead[len(mine):])
+        length_reader.length -= len(mine)
+        held += mine
+
+    if held:
+        reader.count(len(held))
+        pending.write(held)
+
+    def fill(buffer: memoryview) -> memoryview:
+        filled = 0
+        while filled < len(buffer) and length_reader.length > 0:
+            wanted = min(len(buffer) - filled, length_reader.length)
+            try:
+                received = sock.recv_into(buffer[filled:filled + wanted])
+            except OSError:
+                received = 0
+
+            if not received:
+                body.failed = True
+                raise Problem(
+                    400,
+                    "incomplete_body",
+                    "The request body ended before its Content-Length.",
+                )
+
+            length_reader.length -= received
+            reader.count(received)
+            filled += received
+
+        return buffer[:filled]
+
+    if length_reader.length <= RECEIVE_BUFFER:
+        pending.write(fill(memoryview(bytearray(length_reader.length))))
+        return True
+
+    with _WriteBehind(pending) as writer:
+        while length_reader.length > 0:
+            writer.put(fill(writer.take()))
+
+    return True
+
+
+class _WriteBehind:
+    """Hash and write blocks in a helper thread while the next arrives.
+
+    Receiving, hashing and writing all release the GIL, so on two cores
+    the helper overlaps the disk and hash work with the socket reads.
+    """
+
+    def __init__(self, pending: PendingBlob, buffers: int = 3) -> None:
+        self.pending = pending
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        self.full: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        for _ in range(buffers):
+            self.free.put(memoryview(bytearray(RECEIVE_BUFFER)))
+        self.thread = threading.Thread(
+            target=self._run, name="orb-write-behind", daemon=True
+        )
+
+    def __enter__(self) -> "_WriteBehind":
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.full.put(None)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+
+    def take(self) -> memoryview:
+        """Return a free buffer; raise what the helper failed with."""
+        buffer = self.free.get()
+        if self.error is not None:
+            raise self.error
+
+        return buffer
+
+    def put(self, block: memoryview) -> None:
+        """Hand a filled block (a view of a taken buffer) to the helper."""
+        self.full.put(block)
+
+    def _run(self) -> None:
+        while (block := self.full.get()) is not None:
+            if self.error is None:
+                try:
+                    self.pending.write(block)
+                except BaseException as error:
+                    self.error = error
+
+            self.free.put(memoryview(block.obj))
+
+
+def _direct_body(reader: BodyReader):
+    """Return (body, length reader, socket) if gunicorn's parts are there."""
+    if reader.chunked or not reader.expected:
+        return None
+
+    body = reader.stream
+    sock = reader.environ.get("gunicorn.socket")
+    length_reader = getattr(body, "reader", None)
+    unreader = getattr(length_reader, "unreader", None)
+    if (
+        sock is None
+        or type(length_reader).__name__ != "LengthReader"
+        or not isinstance(getattr(body, "buf", None), io.BytesIO)
+        or not hasattr(unreader, "take_buffered")
+        or not hasattr(sock, "recv_into")
+    ):
+        return None
+
+    buffered = body.buf.getbuffer().nbytes
+    if length_reader.length + buffered != reader.expected:
+        return None
+
+    return body, length_reader, sock
 
 
 def _receive_multipart(

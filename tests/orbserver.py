@@ -83,7 +83,8 @@ class OrbServer:
             for key, value in os.environ.items()
             if not key.startswith(("ORB_", "db_", "CLUSTER_", "SIGNALING_"))
             and key not in ("DATABASE_URL", "LEADER_RETRY_INTERVAL",
-                            "LEADER_HEARTBEAT_INTERVAL")
+                            "LEADER_HEARTBEAT_INTERVAL",
+                            "PROMETHEUS_MULTIPROC_DIR")
         }
         environment.update(self.env)
         return environment
