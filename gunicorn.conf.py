@@ -4,6 +4,7 @@ Values come from the environment through `orb_app.config`; a bad value
 stops here, before any socket is bound. Hooks call into `orb_app.server`.
 """
 
+from orb_app import guards
 from orb_app import server
 
 settings = server.settings_or_exit()
@@ -47,6 +48,10 @@ control_socket_disable = True
 # sendfile stays unset: gunicorn reads any value here, even True, as
 # --no-sendfile, and downloads would then be copied through Python.
 
+# Hardening: no version banner, problem documents for refused requests.
+guards.hide_server_banner()
+guards.answer_wire_errors_as_problems()
+
 
 def on_starting(arbiter):
     """Set up logging, migrate, clean up and start the Leader registrar."""
@@ -76,3 +81,8 @@ def child_exit(arbiter, worker):
 def worker_exit(arbiter, worker):
     """Stop the Signaling dispatcher thread of this worker."""
     server.worker_exit()
+
+
+def when_ready(arbiter):
+    """Make reads from a client that goes quiet time out."""
+    guards.limit_client_reads(arbiter.LISTENERS, settings.client_timeout)

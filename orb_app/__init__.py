@@ -5,7 +5,9 @@ from flask import Flask
 from . import cli
 from . import files
 from . import metrics
+from . import openapi
 from . import status
+from .auth import register_auth
 from .config import Settings
 from .config import load_settings
 from .database import MIGRATIONS_DIR
@@ -13,6 +15,7 @@ from .database import engine_options
 from .database import head_revision
 from .extensions import db
 from .extensions import migrate
+from .guards import register_guards
 from .problems import register_error_handlers
 from .request_ids import RequestIdMiddleware
 from .shutdown import ShutdownMiddleware
@@ -40,6 +43,8 @@ def create_app(
     register_storage(app, settings)
     register_blueprints(app)
     register_error_handlers(app)
+    register_guards(app)
+    register_auth(app)
     cli.register_commands(app)
     register_operations(app)
     return app
@@ -64,6 +69,7 @@ def register_blueprints(app: Flask) -> None:
     """Mount the status and files blueprints."""
     app.register_blueprint(status.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(openapi.bp)
 
 
 def register_operations(app: Flask) -> None:

@@ -7,14 +7,16 @@ points at a missing blob, or a blob with no record.
 
 import logging
 import uuid
-from datetime import datetime
 
 from flask import current_app
+from sqlalchemy import Connection
+from sqlalchemy import Row
+from sqlalchemy import Uuid
+from sqlalchemy import bindparam
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
-from sqlalchemy import tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -22,6 +24,7 @@ from . import events
 from .extensions import db
 from .labels import clean_name
 from .labels import merge_metadata
+from .models import FILE_COLUMNS
 from .models import Blob
 from .models import FileRecord
 from .models import utcnow
@@ -104,23 +107,58 @@ def _insert_blob(sha256: str, size: int) -> bool:
     return db.session.execute(statement).rowcount == 1
 
 
-def get_file(file_id: uuid.UUID, for_update: bool = False) -> FileRecord:
-    """Return one record or raise 404 `file_not_found`."""
-    query = select(FileRecord).where(FileRecord.id == file_id)
-    if for_update:
-        query = query.with_for_update()
+# Built once: a statement reused as the same object skips SQLAlchemy's
+# per-call adaptation of cached result columns.
+_RECORD_BY_ID = select(*FILE_COLUMNS).where(
+    FileRecord.id == bindparam("file_id", type_=Uuid)
+)
 
-    record = db.session.scalars(query).first()
+
+def read_connection() -> Connection:
+    """Return a connection whose reads need no transaction round trips."""
+    engine = db.engine
+    reader = _readers.get(engine)
+    if reader is None:
+        reader = _readers[engine] = engine.execution_options(
+            isolation_level="AUTOCOMMIT"
+        )
+
+    return reader.connect()
+
+
+_readers: dict = {}
+
+
+def get_file(file_id: uuid.UUID) -> Row:
+    """Return one record as a row of FILE_COLUMNS, or raise 404."""
+    with read_connection() as connection:
+        record = connection.execute(
+            _RECORD_BY_ID, {"file_id": file_id}
+        ).first()
+
     if record is None:
-        raise Problem(404, "file_not_found", f"No file has id {file_id}.")
+        raise _not_found(file_id)
 
     return record
+
+
+def _lock_file(file_id: uuid.UUID) -> FileRecord:
+    query = select(FileRecord).where(FileRecord.id == file_id)
+    record = db.session.scalars(query.with_for_update()).first()
+    if record is None:
+        raise _not_found(file_id)
+
+    return record
+
+
+def _not_found(file_id: uuid.UUID) -> Problem:
+    return Problem(404, "file_not_found", f"No file has id {file_id}.")
 
 
 def update_file(file_id: uuid.UUID, patch: dict) -> FileRecord:
     """Rename or relabel a file from a validated merge-patch object."""
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         if "name" in patch:
             record.name = clean_name(patch["name"])
 
@@ -145,7 +183,7 @@ def delete_file(file_id: uuid.UUID) -> None:
     session = db.session
     withdrawn = None
     try:
-        record = get_file(file_id, for_update=True)
+        record = _lock_file(file_id)
         sha256 = record.sha256
         lock_blob(sha256)
         events.record("FileOp_delete", record)
@@ -173,35 +211,3 @@ def delete_file(file_id: uuid.UUID) -> None:
 def _blob_in_use(sha256: str) -> bool:
     query = select(func.count()).where(FileRecord.sha256 == sha256)
     return db.session.scalar(query) > 0
-
-
-def list_files(
-    limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
-    prefix: str | None,
-    sha256: str | None,
-    content_type: str | None,
-) -> list[FileRecord]:
-    """Return up to `limit` records, newest first, after a keyset position."""
-    query = select(FileRecord)
-    if prefix:
-        escaped = (
-            prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        )
-        query = query.where(FileRecord.name.like(f"{escaped}%", escape="\\"))
-
-    if sha256:
-        query = query.where(FileRecord.sha256 == sha256)
-
-    if content_type:
-        query = query.where(FileRecord.content_type == content_type)
-
-    if after is not None:
-        query = query.where(
-            tuple_(FileRecord.created_at, FileRecord.id) < after
-        )
-
-    query = query.order_by(
-        FileRecord.created_at.desc(), FileRecord.id.desc()
-    ).limit(limit)
-    return list(db.session.scalars(query))

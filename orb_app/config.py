@@ -84,6 +84,7 @@ class Settings:
     metrics_dir: Path = Path("tmp/data/run/metrics")
     leader_wait_timeout: float = 600.0
     max_upload_bytes: int = 10 * GIB
+    client_timeout: float = 60.0
     api_tokens: tuple[ApiToken, ...] = field(default=(), repr=False)
     in_container: bool = False
 
@@ -208,6 +209,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         max_upload_bytes=reader.integer(
             "ORB_MAX_UPLOAD_BYTES", 10 * GIB, 0, 2**62
         ),
+        client_timeout=reader.number("ORB_CLIENT_TIMEOUT", 60.0),
         api_tokens=_api_tokens(reader),
         in_container=container,
     )

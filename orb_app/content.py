@@ -7,6 +7,7 @@ with an exact `Content-Length`; gunicorn then sends it with sendfile.
 """
 
 import base64
+import logging
 import os
 import re
 import unicodedata
@@ -25,8 +26,14 @@ from .models import FileRecord
 from .problems import Problem
 from .storage import CHUNK_SIZE
 from .storage import BlobStore
+from .storage import hash_file
+
+log = logging.getLogger(__name__)
 
 MAX_RANGE_SPECS = 100
+# Blobs up to this size are re-hashed before every download, so a corrupt
+# one is refused rather than sent; larger ones get a size check (and fsck).
+VERIFY_MAX_BYTES = 16 * 1024 * 1024
 _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 _HUGE = 10**18
 _ATTR_CHARS = "!#$&+-.^_`|~"
@@ -177,7 +184,7 @@ def content_disposition(name: str, inline: bool) -> str:
         .decode("ascii")
     )
     fallback = "".join(
-        char if char.isprintable() and char not in '"\\;' else "_"
+        char if char.isprintable() and char not in '"\\;/' else "_"
         for char in fallback
     ).strip() or "file"
     encoded = quote(name, safe=_ATTR_CHARS)
@@ -249,8 +256,13 @@ def _open_body(
             500, "blob_missing", "The stored bytes of this file are missing."
         ) from None
 
-    if os.fstat(handle.fileno()).st_size != record.size:
+    if not _intact(handle, record):
         handle.close()
+        log.error(
+            "Refused to send file %s: blob %s does not match its record",
+            record.id,
+            record.sha256,
+        )
         raise Problem(
             500,
             "blob_corrupt",
@@ -263,6 +275,19 @@ def _open_body(
         return wrapper(handle, CHUNK_SIZE)
 
     return _LimitedFile(handle, max(part.length, 0))
+
+
+def _intact(handle, record: FileRecord) -> bool:
+    """Check a blob's size, and for a small one its sha256 too."""
+    if os.fstat(handle.fileno()).st_size != record.size:
+        return False
+
+    if record.size > VERIFY_MAX_BYTES:
+        return True
+
+    intact = hash_file(handle) == record.sha256
+    handle.seek(0)
+    return intact
 
 
 class _LimitedFile(FileWrapper):

@@ -84,7 +84,11 @@ def _drop_closed_connection(
 @event.listens_for(Engine, "begin")
 def _sqlite_on_begin(connection) -> None:
     """Start SQLite transactions IMMEDIATE so writers queue, not fail."""
-    if connection.dialect.name == "sqlite":
+    if connection.dialect.name != "sqlite":
+        return
+
+    isolation = connection.get_execution_options().get("isolation_level")
+    if isolation != "AUTOCOMMIT":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -9,5 +9,10 @@ class Base(DeclarativeBase):
     """Declarative base of every Orb model."""
 
 
-db = SQLAlchemy(model_class=Base)
+# Records keep their loaded values after a commit: an answer built from a
+# committed record must not need the database again, or a connection lost
+# just after the commit would turn a stored upload into an error answer.
+db = SQLAlchemy(
+    model_class=Base, session_options={"expire_on_commit": False}
+)
 migrate = Migrate()

@@ -12,10 +12,12 @@ from flask import request
 from werkzeug.http import parse_options_header
 
 from . import catalog
+from . import listing
 from .content import etag_of
 from .content import serve_content
 from .cursors import decode_cursor
 from .cursors import encode_cursor
+from .models import file_json
 from .problems import Problem
 from .uploads import receive_upload
 
@@ -67,26 +69,22 @@ def list_files() -> Response:
     if args.get("cursor"):
         after = decode_cursor(args["cursor"], filters)
 
-    records = catalog.list_files(limit + 1, after, prefix, sha256, content_type)
-    next_cursor = None
-    if len(records) > limit:
-        records = records[:limit]
-        last = records[-1]
-        next_cursor = encode_cursor(last.created_at, last.id, filters)
-
-    return jsonify(
-        {
-            "items": [record.to_json() for record in records],
-            "next_cursor": next_cursor,
-        }
+    items, last = listing.fetch_page(
+        limit, after, prefix, sha256, content_type
     )
+    next_cursor = encode_cursor(*last, filters) if last else None
+    body = (
+        f'{{"items":[{",".join(items)}],'
+        f'"next_cursor":{json.dumps(next_cursor)}}}'
+    )
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/<file_id>")
 def get_file(file_id: str) -> Response:
     """Answer one file record."""
     record = catalog.get_file(_parse_id(file_id))
-    response = jsonify(record.to_json())
+    response = jsonify(file_json(record))
     response.headers["ETag"] = etag_of(record)
     return response
 

@@ -19,8 +19,8 @@ from urllib.parse import urlunsplit
 import requests
 
 from .config import Settings
-from .models import utcnow
 from .models import rfc3339
+from .models import utcnow
 from .version import __version__
 
 log = logging.getLogger(__name__)

@@ -89,18 +89,36 @@ class FileRecord(db.Model):
 
     def to_json(self) -> dict:
         """Return the record as API.md describes it."""
-        location = f"/api/v1/files/{self.id}"
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "size": self.size,
-            "content_type": self.content_type,
-            "sha256": self.sha256,
-            "metadata": dict(self.meta or {}),
-            "created_at": rfc3339(self.created_at),
-            "updated_at": rfc3339(self.updated_at),
-            "links": {"self": location, "content": f"{location}/content"},
-        }
+        return file_json(self)
+
+
+# The columns of a file record, selectable without building ORM objects.
+FILE_COLUMNS = (
+    FileRecord.id,
+    FileRecord.name,
+    FileRecord.size,
+    FileRecord.content_type,
+    FileRecord.sha256,
+    FileRecord.meta.label("meta"),
+    FileRecord.created_at,
+    FileRecord.updated_at,
+)
+
+
+def file_json(record) -> dict:
+    """Return a file record (model or row of FILE_COLUMNS) as API.md says."""
+    location = f"/api/v1/files/{record.id}"
+    return {
+        "id": str(record.id),
+        "name": record.name,
+        "size": record.size,
+        "content_type": record.content_type,
+        "sha256": record.sha256,
+        "metadata": dict(record.meta or {}),
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+        "links": {"self": location, "content": f"{location}/content"},
+    }
 
 
 class OutboxEvent(db.Model):

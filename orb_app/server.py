@@ -22,6 +22,7 @@ from .config import PROJECT_ROOT
 from .config import ConfigError
 from .config import Settings
 from .config import load_settings
+from .guards import stalled
 from .leader import LeaderRegistrar
 from .logging_setup import setup_logging
 from .status import STARTED_AT_VARIABLE
@@ -91,7 +92,24 @@ def post_request(environ: dict, response) -> None:
     if response is None:
         return
 
-    metrics.observe_request(environ, response.status_code, response.sent)
+    metrics.observe_request(
+        environ, response.status_code, body_bytes_sent(environ, response)
+    )
+
+
+def body_bytes_sent(environ: dict, response) -> int:
+    """Return the body bytes gunicorn sent, sendfile included.
+
+    gunicorn counts bytes it writes itself in `sent` but not those it hands
+    to sendfile; a body that went out by sendfile is `response_length`.
+    """
+    if response.sent or environ.get("REQUEST_METHOD") == "HEAD":
+        return response.sent
+
+    if response.status_code in (204, 304) or not response.headers_sent:
+        return response.sent
+
+    return response.response_length or 0
 
 
 def child_exit(pid: int) -> None:
@@ -197,6 +215,14 @@ class GunicornLogger(glogging.Logger):
             logger.propagate = True
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
+
+    def exception(self, msg, *args, **kwargs) -> None:
+        """Log a client that went quiet in one line, other errors in full."""
+        if stalled(sys.exc_info()[1]):
+            self.error_log.warning("Closed a quiet client's connection")
+            return
+
+        super().exception(msg, *args, **kwargs)
 
     def reopen_files(self) -> None:
         """Leave reopening to the rotating handler."""

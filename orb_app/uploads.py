@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from dataclasses import field
 from urllib.parse import parse_qsl
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from werkzeug.http import parse_options_header
@@ -27,6 +27,7 @@ from werkzeug.sansio.multipart import File
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.sansio.multipart import NeedData
 
+from .guards import stalled
 from .labels import check_meta_entry
 from .labels import check_metadata
 from .labels import clean_name
@@ -95,7 +96,10 @@ class BodyReader:
         """Return the next block of the body, b"" at its end."""
         try:
             block = self.stream.read(CHUNK_SIZE)
-        except Exception:
+        except Exception as error:
+            if stalled(error):
+                raise
+
             raise Problem(
                 400,
                 "incomplete_body",
@@ -487,17 +491,21 @@ def _query_name(request: Request) -> str:
 
 
 def _decode_ext_value(value: str) -> str:
-    charset, _, rest = value.strip().strip('"').partition("'")
-    _, _, encoded = rest.partition("'")
-    if charset.lower() not in ("utf-8", "iso-8859-1"):
+    """Decode an RFC 8187 `UTF-8''<percent-encoded>` value strictly."""
+    parts = value.strip().split("'", 2)
+    if len(parts) != 3 or parts[0].lower() != "utf-8" or not parts[2]:
         raise Problem(
-            400, "invalid_name", "filename* must be UTF-8 or ISO-8859-1."
+            400,
+            "invalid_name",
+            "filename* must be UTF-8'' followed by a percent-encoded name.",
         )
 
     try:
-        return unquote(encoded, encoding=charset, errors="strict")
+        return unquote_to_bytes(parts[2]).decode("utf-8")
     except UnicodeDecodeError:
-        raise _not_utf8_name() from None
+        raise Problem(
+            400, "invalid_name", "The name in filename* is not valid UTF-8."
+        ) from None
 
 
 def _not_utf8_name() -> Problem:

@@ -6,11 +6,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
+from leaderstandin import LeaderStandIn
 from orbserver import OrbServer
 from orbserver import create_pg_database
 from orbserver import free_port
-from leaderstandin import LeaderStandIn
 
 BACKENDS = ["sqlite", "postgresql"]
 TEST_MAX_UPLOAD = 300 * 1024 * 1024

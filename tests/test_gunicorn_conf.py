@@ -3,7 +3,6 @@
 import runpy
 
 from gunicorn.config import Config
-
 from orbserver import ROOT
 
 

@@ -8,10 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from orbserver import free_port
 from orbserver import wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 ACCESS_LINE = re.compile(
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/1\.1" (?P<status>\d{3}) '

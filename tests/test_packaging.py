@@ -13,7 +13,6 @@ from pathlib import Path
 
 import requests
 import yaml
-
 from orbserver import ROOT
 from orbserver import free_port
 from orbserver import wait_until

@@ -1,5 +1,6 @@
 """SQL statements per request: record and list reads ask once."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-
 from conftest import database_env
 from orbserver import free_port
+from sqlalchemy import event
+
 from orb_app import create_app
 from orb_app.config import load_settings
 from orb_app.extensions import db
@@ -179,3 +180,30 @@ def test_restarted_database_is_used_at_once(workroot):
         subprocess.run(_as_postgres([*pg_ctl, "-m", "immediate", "stop"]),
                        capture_output=True)
         shutil.rmtree(cluster, ignore_errors=True)
+
+
+def test_database_rendering_matches_python(seeded):
+    """PostgreSQL's rendering of a list page equals models.file_json's."""
+    from orb_app import listing
+    from orb_app.models import file_json
+
+    app, client, ids = seeded
+    client.patch(
+        f"/api/v1/files/{ids[0]}",
+        json={"name": "ünïcode \"quoted\" \\ name", "metadata": {"k": "v\n"}},
+    )
+    with app.app_context():
+        query = listing.page_query(200, None, None, None, None)
+        with listing.read_connection() as connection:
+            rows = list(connection.execute(query))
+            if connection.dialect.name == "postgresql":
+                rendered = list(
+                    connection.scalars(listing._rendered_by_database(query))
+                )
+            else:
+                rendered = [listing._render(row) for row in rows]
+
+    assert len(rows) == 101
+    assert [json.loads(text) for text in rendered] == [
+        file_json(row) for row in rows
+    ]

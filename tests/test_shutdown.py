@@ -10,7 +10,6 @@ import threading
 
 import pytest
 import requests
-
 from orbserver import wait_until
 
 UPLOAD_BYTES = 24 * 1024 * 1024

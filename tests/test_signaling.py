@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-
 from orbserver import ROOT
 from orbserver import free_port
 from orbserver import wait_until

@@ -6,7 +6,6 @@ import os
 import socket
 
 import requests
-
 from orbserver import wait_until
 
 

@@ -5,9 +5,8 @@ Revises:
 Create Date: 2026-12-03 17:17:54.023148
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0001'

@@ -5,9 +5,8 @@ Revises: 0001
 Create Date: 2026-12-03 17:24:04.398807
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0002'
