@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from checks import assert_problem
 from checks import raw_exchange
 from checks import status_of

@@ -1,7 +1,6 @@
 """Configuration: a bad value stops start-up with one line naming it."""
 
 import pytest
-
 from orbserver import free_port
 
 BAD_VALUES = [

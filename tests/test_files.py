@@ -14,7 +14,6 @@ from email.utils import format_datetime
 from email.utils import parsedate_to_datetime
 
 import pytest
-
 from checks import assert_problem
 
 FILES = "/api/v1/files"

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import database_env
 from leaderstandin import LeaderStandIn
 from orbserver import OrbServer

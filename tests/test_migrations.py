@@ -1,10 +1,9 @@
 """Start-up migration: two nodes at once against one empty database."""
 
 import psycopg2
-from sqlalchemy.engine import make_url
-
 from orbserver import create_pg_database
 from orbserver import wait_until
+from sqlalchemy.engine import make_url
 
 
 def query(url: str, sql: str) -> list[tuple]:

@@ -3,12 +3,10 @@
 import fcntl
 import hashlib
 import os
-
 import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import BACKENDS
 from conftest import database_env
 from orbserver import OrbServer
