@@ -30,6 +30,9 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# WSGI cannot tell "_" from "-" in a header name, so gunicorn would drop an
+# X-Orb-Meta-my_key header silently; refuse the request instead.
+header_map = "refuse"
 
 # Logging: everything goes through the handlers set up in on_starting.
 logger_class = "orb_app.server.GunicornLogger"

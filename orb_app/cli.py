@@ -51,7 +51,12 @@ def fsck_command(repair: bool) -> None:
 def prepare_command() -> None:
     """Migrate the database to head and clean what a crash left."""
     maintenance.migrate_database(current_app)
-    maintenance.clean_after_crash(current_app)
+    leftovers, orphans = maintenance.clean_after_crash(current_app)
+    if leftovers or orphans:
+        click.echo(
+            f"Start-up clean-up removed {leftovers} partial files and "
+            f"{orphans} orphan blobs"
+        )
 
 
 @events_cli.command("retry")

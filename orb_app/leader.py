@@ -13,6 +13,8 @@ import os
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
 import requests
 
@@ -29,6 +31,17 @@ STATE_FILE_NAME = "leader_state.json"
 def state_path(settings: Settings) -> Path:
     """Return where the registrar publishes its state."""
     return settings.data_dir / "run" / STATE_FILE_NAME
+
+
+def safe_url(url: str) -> str:
+    """Return the Leader URL with any password masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def registration_body(settings: Settings) -> dict:
@@ -60,7 +73,7 @@ def read_state(settings: Settings) -> dict:
 
 def _initial_state(settings: Settings) -> dict:
     return {
-        "url": settings.leader_url or None,
+        "url": safe_url(settings.leader_url) or None,
         "state": "waiting" if settings.leader_url else "disabled",
         "registered_at": None,
         "last_heartbeat_at": None,
@@ -133,7 +146,7 @@ class LeaderRegistrar:
             if not announced:
                 log.warning(
                     "Waiting for Leader at %s: %s",
-                    self.settings.leader_url,
+                    safe_url(self.settings.leader_url),
                     error,
                 )
                 announced = True
@@ -160,7 +173,7 @@ class LeaderRegistrar:
         )
         log.info(
             "Registered with Leader %s as %s/%s",
-            self.settings.leader_url,
+            safe_url(self.settings.leader_url),
             self.settings.node_type,
             self.settings.node_key,
         )
@@ -178,7 +191,9 @@ class LeaderRegistrar:
                     last_error=error,
                 )
                 log.warning(
-                    "Lost Leader %s: %s", self.settings.leader_url, error
+                    "Lost Leader %s: %s",
+                    safe_url(self.settings.leader_url),
+                    error,
                 )
                 return
 

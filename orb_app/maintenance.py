@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from flask import Flask
+from flask import current_app
 from flask_migrate import upgrade
 from sqlalchemy import select
 
@@ -42,8 +43,8 @@ def migrate_database(app: Flask) -> None:
         db.engine.dispose()
 
 
-def clean_after_crash(app: Flask) -> None:
-    """Remove what a crash left: partial uploads and blobs with no row."""
+def clean_after_crash(app: Flask) -> tuple[int, int]:
+    """Remove what a crash left; return (partial files, orphan blobs)."""
     store = app.extensions["orb.store"]
     leftovers = store.clean_leftovers(grace_s=0)
     with app.app_context():
@@ -57,9 +58,11 @@ def clean_after_crash(app: Flask) -> None:
             len(orphans),
         )
 
+    return leftovers, len(orphans)
+
 
 def _remove_orphan(sha256: str) -> bool:
-    store = db.get_app().extensions["orb.store"]
+    store = current_app.extensions["orb.store"]
     try:
         lock_blob(sha256)
         if db.session.get(Blob, sha256) is not None:

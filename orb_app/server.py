@@ -141,6 +141,9 @@ def prepare_database() -> bool:
         log.error("Database preparation failed: %s", _failure_line(result))
         return False
 
+    for line in result.stdout.splitlines():
+        log.info("%s", line)
+
     log.info("Database is at the newest migration")
     return True
 

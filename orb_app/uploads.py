@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass
 from dataclasses import field
+from urllib.parse import parse_qsl
 from urllib.parse import unquote_to_bytes
 
 from flask import Request
@@ -456,10 +457,12 @@ def _parse_metadata_field(raw: bytes) -> dict[str, str]:
 def name_from_request(request: Request) -> str:
     """Return the file name of a raw upload from the query or headers."""
     if "name" in request.args:
-        return clean_name(request.args["name"])
+        return clean_name(_query_name(request))
 
     disposition = request.headers.get("Content-Disposition", "")
     if disposition:
+        # Werkzeug folds filename* into filename and the later one wins;
+        # RFC 6266 says filename* wins wherever it stands.
         extended = _FILENAME_STAR.search(disposition)
         if extended:
             return clean_name(_decode_ext_value(extended.group(1)))
@@ -473,6 +476,18 @@ def name_from_request(request: Request) -> str:
         "invalid_name",
         "Name the file with ?name= or a Content-Disposition filename.",
     )
+
+
+def _query_name(request: Request) -> str:
+    # Werkzeug keeps undecodable escapes as text ("%FF"), which would
+    # store a name the client never sent; refuse it instead.
+    query = request.query_string.decode("latin-1")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise _not_utf8_name() from None
+
+    return next(value for key, value in pairs if key == "name")
 
 
 def _decode_ext_value(value: str) -> str:
@@ -491,6 +506,10 @@ def _decode_ext_value(value: str) -> str:
         raise Problem(
             400, "invalid_name", "The name in filename* is not valid UTF-8."
         ) from None
+
+
+def _not_utf8_name() -> Problem:
+    return Problem(400, "invalid_name", "The name is not valid UTF-8.")
 
 
 def clean_content_type(value: str) -> str:

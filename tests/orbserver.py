@@ -76,8 +76,8 @@ class OrbServer:
         self.process: subprocess.Popen | None = None
         self.output_path = workdir / "gunicorn.out"
 
-    def spawn(self) -> subprocess.Popen:
-        """Start gunicorn without waiting for it."""
+    def environment(self) -> dict[str, str]:
+        """Return the environment Orb's processes run with."""
         environment = {
             key: value
             for key, value in os.environ.items()
@@ -87,6 +87,22 @@ class OrbServer:
                             "PROMETHEUS_MULTIPROC_DIR")
         }
         environment.update(self.env)
+        return environment
+
+    def flask(self, *args: str, timeout: float = 120):
+        """Run `flask --app wsgi <args>` as this server's operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+            cwd=ROOT,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def spawn(self) -> subprocess.Popen:
+        """Start gunicorn without waiting for it."""
+        environment = self.environment()
         self.workdir.mkdir(parents=True, exist_ok=True)
         output = open(self.output_path, "ab")
         self.process = subprocess.Popen(
