@@ -45,7 +45,8 @@ RECEIVE_BUFFER = 1024 * 1024
 
 _HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _FILENAME_STAR = re.compile(r"(?:^|;)\s*filename\*\s*=\s*([^;]*)", re.I)
-_CONTENT_DIGEST_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([^:]*):")
+_SF_KEY = re.compile(r"^[a-z*][a-z0-9_.*-]*$")
+_SF_BYTES = re.compile(r"^:([A-Za-z0-9+/=]*):$")
 
 
 @dataclass
@@ -469,7 +470,7 @@ def name_from_request(request: Request) -> str:
 
         _, options = parse_options_header(disposition)
         if "filename" in options:
-            return clean_name(options["filename"])
+            return clean_name(_header_text(options["filename"]))
 
     raise Problem(
         400,
@@ -552,20 +553,8 @@ def expected_sha256(request: Request) -> str:
         announced.add(hex_value.lower())
 
     content_digest = request.headers.get("Content-Digest", "")
-    match = _CONTENT_DIGEST_SHA256.search(content_digest)
-    if match:
-        try:
-            raw = base64.b64decode(match.group(1), validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-
-        if len(raw) != 32:
-            raise Problem(
-                400,
-                "invalid_digest",
-                "Content-Digest sha-256 must be 32 bytes in base64.",
-            )
-        announced.add(raw.hex())
+    if content_digest.strip():
+        announced.add(_content_digest_sha256(content_digest))
 
     if len(announced) > 1:
         raise Problem(
@@ -575,6 +564,43 @@ def expected_sha256(request: Request) -> str:
         )
 
     return announced.pop() if announced else ""
+
+
+def _content_digest_sha256(header: str) -> str:
+    """Return the hex sha-256 of an RFC 9530 Content-Digest dictionary.
+
+    A malformed header, or one without sha-256, is refused rather than
+    skipped: a client that asks for verification must get it.
+    """
+    members: dict[str, str] = {}
+    for member in header.split(","):
+        key, equals, value = member.strip().partition("=")
+        if not equals or not _SF_KEY.match(key):
+            raise _bad_content_digest()
+
+        members[key] = value.split(";", 1)[0].strip()
+
+    match = _SF_BYTES.match(members.get("sha-256", ""))
+    if match is None:
+        raise _bad_content_digest()
+
+    try:
+        raw = base64.b64decode(match.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad_content_digest() from None
+
+    if len(raw) != 32:
+        raise _bad_content_digest()
+
+    return raw.hex()
+
+
+def _bad_content_digest() -> Problem:
+    return Problem(
+        400,
+        "invalid_digest",
+        "Content-Digest must hold sha-256=:<32 bytes in base64>:.",
+    )
 
 
 def _header_text(value: str) -> str:
