@@ -102,14 +102,17 @@ def body_bytes_sent(environ: dict, response) -> int:
 
     gunicorn counts bytes it writes itself in `sent` but not those it hands
     to sendfile; a body that went out by sendfile is `response_length`.
+    Answers gunicorn writes itself (refused requests) lack some fields.
     """
-    if response.sent or environ.get("REQUEST_METHOD") == "HEAD":
-        return response.sent
+    sent = getattr(response, "sent", 0) or 0
+    if sent or environ.get("REQUEST_METHOD") == "HEAD":
+        return sent
 
-    if response.status_code in (204, 304) or not response.headers_sent:
-        return response.sent
+    status = getattr(response, "status_code", None)
+    if status in (None, 204, 304) or not getattr(response, "headers_sent", False):
+        return sent
 
-    return response.response_length or 0
+    return getattr(response, "response_length", None) or 0
 
 
 def child_exit(pid: int) -> None:
