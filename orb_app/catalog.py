@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from flask import current_app
 from sqlalchemy import Connection
+from sqlalchemy import Engine
 from sqlalchemy import Row
 from sqlalchemy import Uuid
 from sqlalchemy import bindparam
+from sqlalchemy import create_engine
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
@@ -22,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import events
+from .database import engine_options
 from .extensions import db
 from .labels import clean_name
 from .labels import merge_metadata
@@ -119,17 +122,26 @@ _RECORD_BY_ID = select(*FILE_COLUMNS).where(
 
 def read_connection() -> Connection:
     """Return a connection whose reads need no transaction round trips."""
-    engine = db.engine
-    reader = _readers.get(engine)
-    if reader is None:
-        reader = _readers[engine] = engine.execution_options(
-            isolation_level="AUTOCOMMIT"
+    return read_engine().connect()
+
+
+def read_engine() -> Engine:
+    """Return the app's engine for reads: a pool of autocommit connections.
+
+    A pool of its own, rather than switching pooled connections to
+    autocommit and back, spares a driver call on every checkout and return.
+    """
+    engine = current_app.extensions.get("orb.reader")
+    if engine is None:
+        settings = current_app.config["ORB_SETTINGS"]
+        engine = create_engine(
+            db.engine.url,
+            isolation_level="AUTOCOMMIT",
+            **engine_options(settings),
         )
+        current_app.extensions["orb.reader"] = engine
 
-    return reader.connect()
-
-
-_readers: dict = {}
+    return engine
 
 
 def get_file(file_id: uuid.UUID) -> Row:

@@ -13,6 +13,7 @@ from orbserver import free_port
 from sqlalchemy import event
 
 from orb_app import create_app
+from orb_app.catalog import read_engine
 from orb_app.config import load_settings
 from orb_app.extensions import db
 
@@ -36,16 +37,18 @@ def make_app(env: dict, workdir: Path):
 class StatementCounter:
     """Count the SQL statements an engine sends."""
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
+    def __init__(self, *engines) -> None:
+        self.engines = engines
         self.statements: list[str] = []
 
     def __enter__(self) -> "StatementCounter":
-        event.listen(self.engine, "before_cursor_execute", self._count)
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self._count)
         return self
 
     def __exit__(self, *exc) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._count)
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._count)
 
     def _count(self, conn, cursor, statement, *args) -> None:
         # SQLite transactions start with an explicit BEGIN IMMEDIATE;
@@ -71,12 +74,13 @@ def seeded(request, workroot):
     yield app, client, ids
     with app.app_context():
         db.engine.dispose()
+        read_engine().dispose()
 
 
 def _statements(app, client, path: str) -> list[str]:
     with app.app_context():
-        engine = db.engine
-    with StatementCounter(engine) as counter:
+        engines = (db.engine, read_engine())
+    with StatementCounter(*engines) as counter:
         answer = client.get(path)
         assert answer.status_code in (200, 206), answer.get_data()[:300]
         answer.close()
@@ -108,8 +112,8 @@ def test_content_get_is_one_query(seeded):
     assert len(_statements(app, client, path)) == 1
 
     with app.app_context():
-        engine = db.engine
-    with StatementCounter(engine) as counter:
+        engines = (db.engine, read_engine())
+    with StatementCounter(*engines) as counter:
         answer = client.get(path, headers={"Range": "bytes=1-5"})
         assert answer.status_code == 206
         answer.close()
@@ -176,6 +180,7 @@ def test_restarted_database_is_used_at_once(workroot):
         assert client.get(path).status_code == 200
         with app.app_context():
             db.engine.dispose()
+            read_engine().dispose()
     finally:
         subprocess.run(_as_postgres([*pg_ctl, "-m", "immediate", "stop"]),
                        capture_output=True)
