@@ -24,6 +24,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def child_pids(parent: int) -> set[int]:
+    """Return the pids of the processes whose parent is `parent`."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            pids.add(int(entry.name))
+
+    return pids
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05, what=""):
     """Poll `predicate` until it returns a true value or time runs out."""
     deadline = time.monotonic() + timeout

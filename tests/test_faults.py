@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from orbserver import ROOT
+from orbserver import child_pids
 from orbserver import free_port
 from orbserver import wait_until
 
@@ -49,25 +50,9 @@ def orb_command(orb, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def children(pid: int) -> list[int]:
-    """Return the ids of the processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-
-    return found
-
-
 def holder_of(orb, path: Path) -> int | None:
     """Return the worker that has `path` open, if any."""
-    for pid in children(orb.process.pid):
+    for pid in sorted(child_pids(orb.process.pid)):
         try:
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
         except OSError:

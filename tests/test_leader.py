@@ -10,6 +10,7 @@ import pytest
 from conftest import database_env
 from leaderstandin import LeaderStandIn
 from orbserver import OrbServer
+from orbserver import child_pids
 from orbserver import free_port
 from orbserver import wait_until
 
@@ -31,23 +32,6 @@ def refuses_connections(port: int) -> bool:
         return True
 
     return False
-
-
-def worker_pids(master: int) -> set[int]:
-    """Return the pids of the processes whose parent is `master`."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == master:
-            pids.add(int(entry.name))
-
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +108,12 @@ def test_status_shows_registration_from_every_worker(registered):
 def test_heartbeats_survive_sighup(registered):
     """Reloading workers with SIGHUP does not stop the heartbeats."""
     orb, leader = registered
-    old_workers = worker_pids(orb.process.pid)
+    old_workers = child_pids(orb.process.pid)
     os.kill(orb.process.pid, signal.SIGHUP)
     wait_until(
         lambda: (
-            worker_pids(orb.process.pid).isdisjoint(old_workers)
-            and len(worker_pids(orb.process.pid)) == 2
+            child_pids(orb.process.pid).isdisjoint(old_workers)
+            and len(child_pids(orb.process.pid)) == 2
         ),
         60,
         what="new workers",
@@ -143,13 +127,13 @@ def test_heartbeats_survive_sighup(registered):
 def test_heartbeats_survive_killed_worker(registered):
     """A worker killed with SIGKILL is replaced; heartbeats go on."""
     orb, leader = registered
-    workers = worker_pids(orb.process.pid)
+    workers = child_pids(orb.process.pid)
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     wait_until(
         lambda: (
-            victim not in worker_pids(orb.process.pid)
-            and len(worker_pids(orb.process.pid)) == 2
+            victim not in child_pids(orb.process.pid)
+            and len(child_pids(orb.process.pid)) == 2
         ),
         60,
         what="a replacement worker",
